@@ -1,0 +1,135 @@
+"""The small interface every inference engine offers to the speculative loop.
+
+A loaded model holds one KV cache (one sequence). The loop only ever needs:
+``prefill`` / ``eval`` (append tokens, get logits), ``rollback`` (drop KV entries past
+``n_keep``), tokenization, and a few facts (vocabulary size, EOS ids, context size).
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A model could not be loaded or used; the message says why in plain words."""
+
+
+class Detokenizer:
+    """Turns a stream of token byte-pieces into text without ever showing half a character.
+
+    A UTF-8 character split across two tokens is held back until its last byte arrives.
+    """
+
+    def __init__(self, piece_bytes):
+        self._piece_bytes = piece_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, token: int) -> str:
+        return self._decoder.decode(self._piece_bytes(token))
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+class Model(ABC):
+    """One loaded model with its own KV cache (a single sequence)."""
+
+    backend: str = "?"
+    path: Path
+    n_vocab: int
+    n_ctx: int
+    eos_ids: frozenset[int]
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []  # what the KV cache holds, position by position
+
+    # --- text -------------------------------------------------------------------------
+    @abstractmethod
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+
+    @abstractmethod
+    def piece(self, token: int) -> bytes:
+        """The raw bytes one token stands for (special tokens render as empty)."""
+
+    @abstractmethod
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str: ...
+
+    def detokenizer(self) -> Detokenizer:
+        return Detokenizer(self.piece)
+
+    def detokenize(self, tokens) -> str:
+        d = self.detokenizer()
+        return "".join(d.add(t) for t in tokens) + d.flush()
+
+    def vocab_fingerprint(self) -> tuple[int, str]:
+        """(vocabulary size, hash of every token's bytes): two models pair only if these match."""
+        h = hashlib.sha256()
+        for t in range(self.n_vocab):
+            h.update(self.piece_special(t))
+            h.update(b"\0")
+        return self.n_vocab, h.hexdigest()
+
+    def piece_special(self, token: int) -> bytes:
+        return self.piece(token)
+
+    # --- evaluation --------------------------------------------------------------------
+    @abstractmethod
+    def eval(self, tokens: list[int]) -> np.ndarray:
+        """Append ``tokens`` to the cache; return float32 logits [len(tokens), n_vocab]."""
+
+    @abstractmethod
+    def prefill(self, tokens: list[int]) -> np.ndarray | None:
+        """Append ``tokens``; return only the last position's logits (None for no tokens)."""
+
+    @abstractmethod
+    def rollback(self, n_keep: int) -> None:
+        """Drop every cache entry past the first ``n_keep`` positions."""
+
+    def reset(self) -> None:
+        self.rollback(0)
+
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def sync(self, context: list[int]) -> np.ndarray | None:
+        """Make the cache hold ``context`` with the fewest evaluations: keep the common
+        prefix, roll back the rest, prefill the missing tail. Returns the last logits, or
+        None when nothing had to be evaluated."""
+        n = 0
+        limit = min(len(self.tokens), len(context))
+        while n < limit and self.tokens[n] == context[n]:
+            n += 1
+        if n == len(context) and n > 0:
+            # Everything is cached but we need logits for the last token: re-evaluate it.
+            n -= 1
+        if n < len(self.tokens):
+            self.rollback(n)
+        self.last_sync_n = len(context) - n
+        return self.prefill(context[n:])
+
+    def batch_invariant(self, probe: list[int] | None = None) -> bool:
+        """Whether a batched pass gives bit-identical logits to one-token passes.
+
+        Exact greedy equivalence of speculative and plain decoding rests on it: the target
+        verifies drafts in batches while plain decoding goes one token at a time. The cache
+        is left empty.
+        """
+        probe = probe or [t % self.n_vocab for t in (1, 17, 1000, 42, 7, 300)]
+        self.reset()
+        self.prefill(probe[:2])
+        batched = self.eval(probe[2:])
+        self.rollback(2)
+        single = np.concatenate([self.eval([t]) for t in probe[2:]])
+        self.reset()
+        return bool(np.array_equal(batched, single))
+
+    def describe(self) -> dict:
+        return {"backend": self.backend, "path": str(self.path), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx}
+
+    def close(self) -> None:  # pragma: no cover - backends override
+        pass

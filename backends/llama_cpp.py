@@ -1,0 +1,360 @@
+"""llama.cpp through llama-cpp-python's low-level API.
+
+Why low level: the speculative loop needs the logits of every position of one batched
+decode and KV-cache rollback; llama-cpp-python's high-level ``Llama`` hides both.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .base import BackendError, Model
+
+_GGUF_MAGIC = b"GGUF"
+_lock = threading.Lock()
+_initialized = False
+_log_callback = None  # keep a reference: ctypes would free the callback otherwise
+_weights: dict[tuple, "_Weights"] = {}
+
+
+def _llama():
+    try:
+        import llama_cpp
+    except ImportError as e:  # pragma: no cover - exercised only without the package
+        raise BackendError(
+            "llama-cpp-python is not installed: pip install llama-cpp-python "
+            "(add CMAKE_ARGS=\"-DGGML_CUDA=on\" for an NVIDIA GPU)"
+        ) from e
+    return llama_cpp
+
+
+def _init() -> None:
+    global _initialized, _log_callback
+    if _initialized:
+        return
+    lc = _llama()
+    quiet = os.environ.get("SPECQUANT_LLAMA_LOG", "") == ""
+
+    @lc.llama_log_callback
+    def _log(level, text, user_data):  # noqa: ARG001 - signature fixed by llama.cpp
+        if not quiet:
+            print(text.decode("utf-8", "replace"), end="", flush=True)
+
+    _log_callback = _log
+    lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    lc.llama_backend_init()
+    _initialized = True
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share a core's arithmetic units, so they don't help)."""
+    try:
+        cores = set()
+        phys = core = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+        if core is not None:
+            cores.add((phys, core))
+        if cores:
+            return min(len(cores), os.cpu_count() or len(cores))
+    except OSError:
+        pass
+    return max(1, os.cpu_count() or 1)
+
+
+def gpu_offload() -> bool:
+    return bool(_llama().llama_supports_gpu_offload())
+
+
+def check_gguf(path: str | os.PathLike) -> Path:
+    """Refuse a missing file or one that is not a GGUF, before llama.cpp prints its own noise."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BackendError(f"model file not found: {p}")
+    if not p.is_file():
+        raise BackendError(f"model path is not a file: {p}")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != _GGUF_MAGIC:
+        raise BackendError(f"not a GGUF file (llama.cpp models are .gguf): {p}")
+    return p.resolve()
+
+
+class _Weights:
+    """A model file loaded once per process, shared by every context opened on it."""
+
+    def __init__(self, path: Path, n_gpu_layers: int):
+        lc = _llama()
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        ptr = lc.llama_model_load_from_file(str(path).encode(), params)
+        if not ptr:
+            raise BackendError(f"llama.cpp could not load {path} (unsupported architecture or damaged file)")
+        self.ptr = ptr
+        self.path = path
+        self.n_gpu_layers = n_gpu_layers
+        self.vocab = lc.llama_model_get_vocab(ptr)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(lc.llama_model_n_ctx_train(ptr))
+        self.eos_ids = frozenset(t for t in range(self.n_vocab) if lc.llama_vocab_is_eog(self.vocab, t))
+        self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
+        self.size_bytes = int(lc.llama_model_size(ptr))
+        self.n_params = int(lc.llama_model_n_params(ptr))
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._buf = ctypes.create_string_buffer(256)
+        self._fingerprint = None
+
+    def piece(self, token: int, special: bool) -> bytes:
+        key = (token, special)
+        got = self._pieces.get(key)
+        if got is None:
+            lc = _llama()
+            n = lc.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+                got = buf.raw[:n]
+            else:
+                got = self._buf.raw[:n]
+            self._pieces[key] = got
+        return got
+
+    def meta(self, key: str) -> str | None:
+        lc = _llama()
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = lc.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            lc.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+
+def _load_weights(path: Path, n_gpu_layers: int) -> _Weights:
+    key = (str(path), os.stat(path).st_mtime_ns, n_gpu_layers)
+    with _lock:
+        w = _weights.get(key)
+        if w is None:
+            w = _weights[key] = _Weights(path, n_gpu_layers)
+        return w
+
+
+class LlamaCppModel(Model):
+    backend = "llama.cpp"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        n_gpu_layers: int | None = None,
+    ):
+        super().__init__()
+        _init()
+        lc = _llama()
+        self.path = check_gguf(path)
+        if n_gpu_layers is None:
+            n_gpu_layers = 999 if gpu_offload() else 0
+        self._w = _load_weights(self.path, n_gpu_layers)
+        n_ctx = min(n_ctx, self._w.n_ctx_train) if self._w.n_ctx_train > 0 else n_ctx
+        self.n_threads = n_threads or physical_cores()
+        cp = lc.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = n_batch
+        cp.n_ubatch = n_batch
+        cp.n_seq_max = 1
+        cp.n_threads = self.n_threads
+        cp.n_threads_batch = self.n_threads
+        cp.no_perf = True
+        ctx = lc.llama_init_from_model(self._w.ptr, cp)
+        if not ctx:
+            raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path}")
+        self._ctx = ctx
+        self._mem = lc.llama_get_memory(ctx)
+        self.n_ctx = int(lc.llama_n_ctx(ctx))
+        self.n_batch = n_batch
+        self.n_vocab = self._w.n_vocab
+        self.eos_ids = self._w.eos_ids
+        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._lc = lc
+
+    # --- facts ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def size_bytes(self) -> int:
+        return self._w.size_bytes
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._w.n_gpu_layers > 0
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(
+            name=self.name,
+            file_bytes=self.path.stat().st_size,
+            n_params=self._w.n_params,
+            gpu_layers=self._w.n_gpu_layers,
+            threads=self.n_threads,
+            file_type=self._w.meta("general.file_type"),
+            batch_invariant=getattr(self._w, "_batch_invariant", None),
+        )
+        return d
+
+    def batch_invariant(self, probe=None) -> bool:
+        if probe is not None:
+            return super().batch_invariant(probe)
+        if getattr(self._w, "_batch_invariant", None) is None:
+            self._w._batch_invariant = super().batch_invariant()
+        return self._w._batch_invariant
+
+    def vocab_fingerprint(self):
+        if self._w._fingerprint is None:
+            self._w._fingerprint = super().vocab_fingerprint()
+        return self._w._fingerprint
+
+    # --- text ----------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 16
+        buf = (self._lc.llama_token * n_max)()
+        n = self._lc.llama_tokenize(self._w.vocab, data, len(data), buf, n_max, add_special, True)
+        if n < 0:
+            n_max = -n
+            buf = (self._lc.llama_token * n_max)()
+            n = self._lc.llama_tokenize(self._w.vocab, data, len(data), buf, n_max, add_special, True)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        return self._w.piece(token, False)
+
+    def piece_special(self, token: int) -> bytes:
+        return self._w.piece(token, True)
+
+    def chat_template(self) -> str | None:
+        return self._w.meta("tokenizer.chat_template")
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        lc = self._lc
+        tmpl = lc.llama_model_chat_template(self._w.ptr, None)
+        if tmpl:
+            arr = (lc.llama_chat_message * len(messages))()
+            keep = []
+            for i, m in enumerate(messages):
+                role, content = m["role"].encode(), m["content"].encode()
+                keep += [role, content]
+                arr[i].role, arr[i].content = role, content
+            size = 4096 + 2 * sum(len(k) for k in keep)
+            buf = ctypes.create_string_buffer(size)
+            n = lc.llama_chat_apply_template(tmpl, arr, len(messages), add_generation_prompt, buf, size)
+            if n > size:
+                buf = ctypes.create_string_buffer(n)
+                n = lc.llama_chat_apply_template(tmpl, arr, len(messages), add_generation_prompt, buf, n)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8")
+            src = self.chat_template()
+            if src:  # a template llama.cpp does not recognise: render the Jinja source itself
+                return _render_jinja(src, messages, add_generation_prompt, self)
+        # No template at all (a base model): plain text, turns separated by blank lines.
+        text = "\n\n".join(m["content"] for m in messages)
+        return text + ("\n\n" if add_generation_prompt else "")
+
+    # --- evaluation ----------------------------------------------------------------------
+    def _decode(self, tokens: list[int], want_all: bool) -> None:
+        lc, b = self._lc, self._batch
+        pos0 = len(self.tokens)
+        if pos0 + len(tokens) > self.n_ctx:
+            raise BackendError(
+                f"context full: {pos0} + {len(tokens)} tokens exceed the context of {self.n_ctx}"
+            )
+        n = len(tokens)
+        b.n_tokens = n
+        for i, t in enumerate(tokens):
+            b.token[i] = t
+            b.pos[i] = pos0 + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = want_all or i == n - 1
+        rc = lc.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise BackendError(f"llama_decode failed with code {rc} at position {pos0} ({n} tokens)")
+        self.tokens.extend(tokens)
+
+    def eval(self, tokens: list[int]) -> np.ndarray:
+        n = len(tokens)
+        if n == 0:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        if n > self.n_batch:
+            raise BackendError(f"eval of {n} tokens exceeds the batch size {self.n_batch}")
+        self._decode(tokens, True)
+        ptr = self._lc.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n, self.n_vocab)).copy()
+
+    def prefill(self, tokens: list[int]) -> np.ndarray | None:
+        if not tokens:
+            return None
+        for i in range(0, len(tokens), self.n_batch):
+            self._decode(tokens[i : i + self.n_batch], False)
+        ptr = self._lc.llama_get_logits_ith(self._ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def rollback(self, n_keep: int) -> None:
+        if n_keep < 0 or n_keep > len(self.tokens):
+            raise ValueError(f"rollback to {n_keep} outside 0..{len(self.tokens)}")
+        if n_keep == len(self.tokens):
+            return
+        if n_keep == 0:
+            self._lc.llama_memory_clear(self._mem, True)
+        elif not self._lc.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
+            raise BackendError(f"{self.name}: this model's cache cannot be rolled back (llama_memory_seq_rm refused)")
+        del self.tokens[n_keep:]
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._lc.llama_batch_free(self._batch)
+            self._lc.llama_free(self._ctx)
+            self._ctx = None
+
+    def __del__(self):  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _render_jinja(src: str, messages, add_generation_prompt: bool, model: LlamaCppModel) -> str:
+    try:
+        import jinja2
+    except ImportError as e:  # pragma: no cover
+        raise BackendError("this model's chat template needs jinja2: pip install jinja2") from e
+    env = jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = lambda msg: (_ for _ in ()).throw(BackendError(msg))
+    eos = next(iter(sorted(model.eos_ids)), None)
+    return env.from_string(src).render(
+        messages=messages,
+        add_generation_prompt=add_generation_prompt,
+        bos_token="",
+        eos_token=model.piece_special(eos).decode("utf-8", "replace") if eos is not None else "",
+    )
+
+
+def load(path, **kw) -> LlamaCppModel:
+    return LlamaCppModel(path, **kw)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build llama.cpp's own reference tools (llama-bench, llama-speculative-simple) from the
+# llama.cpp vendored in the installed llama-cpp-python's sdist, with the same native CPU
+# flags, so benchmarks compare like with like. ~15 min on 2 cores; cached afterwards.
+# Usage: bash benchmarks/build_native.sh   -> prints the bin directory
+set -euo pipefail
+ver=$(python3 -c "import llama_cpp; print(llama_cpp.__version__)")
+cache="${SPECQUANT_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/specquant}/native/llama-cpp-python-$ver"
+bin="$cache/build/bin"
+if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-speculative-simple" ]; then echo "$bin"; exit 0; fi
+mkdir -p "$cache"
+if [ ! -d "$cache/src" ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$ver" -d "$tmp" >&2
+  tar xzf "$tmp"/llama_cpp_python-"$ver".tar.gz -C "$tmp"
+  mv "$tmp/llama_cpp_python-$ver/vendor/llama.cpp" "$cache/src"
+  rm -rf "$tmp"
+fi
+cmake -S "$cache/src" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >&2
+cmake --build "$cache/build" -j "$(nproc)" --target llama-bench llama-speculative-simple >&2
+echo "$bin"

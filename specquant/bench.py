@@ -1,0 +1,234 @@
+"""``specquant bench``: the bundled prompt set, plain vs each draft source and draft length.
+
+Models load and calibrate before any timing; one warm-up run per configuration is thrown
+away. For every prompt the runs go plain, config 1, plain, config 2, ..., plain, so each
+configuration is compared with the plain runs on either side of it and drift of a shared
+machine hits both sides alike. Writes ``bench.json`` and ``bench.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from importlib import resources
+from pathlib import Path
+
+from .speculative import Done
+
+
+def load_prompts(path: str | Path | None = None) -> list[dict]:
+    if path:
+        data = json.loads(Path(path).read_text())
+    else:
+        data = json.loads(resources.files("specquant").joinpath("data/prompts.json").read_text())
+    prompts = data["prompts"] if isinstance(data, dict) else data
+    for p in prompts:
+        if not isinstance(p, dict) or not isinstance(p.get("prompt"), str) or not p.get("id"):
+            raise ValueError(f"each prompt needs an 'id' and a 'prompt' text: {p!r}")
+    return prompts
+
+
+def correct(text: str, reference: list[str] | str | None) -> bool | None:
+    if not reference:
+        return None
+    refs = [reference] if isinstance(reference, str) else reference
+    low = text.lower()
+    return any(r.lower() in low for r in refs)
+
+
+def _row(done: Done) -> dict:
+    s = done.stats
+    return {
+        "tokens": s.tokens, "seconds": s.wall_s, "tok_s": s.tokens_per_s, "ttft_s": s.ttft_s,
+        "acceptance": s.acceptance_rate if s.drafted else None, "drafted": s.drafted, "accepted": s.accepted,
+        "tokens_per_pass": s.tokens_per_pass, "target_passes": s.target_passes,
+        "draft_s": s.draft_s, "verify_s": s.verify_s, "finish": s.finish_reason,
+    }
+
+
+def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *, max_tokens: int = 64,
+              temperature: float = 0.0, seed: int = 0, progress=None) -> dict:
+    """Run every prompt plain and with every (draft, k) configuration. ``progress(done, total, msg)``."""
+    kw = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    tokenized = [engine.prompt_tokens(p["prompt"]) for p in prompts]
+    for d, k in configs:  # load, quantize, calibrate: before any timing
+        engine.control(d, k) if engine.draft(d) is not None else None
+    warm = engine.prompt_tokens("Say hello.")
+    engine.run(warm, draft="none", max_tokens=8)
+    for d, k in configs:
+        engine.run(warm, draft=d, k=k, max_tokens=8)
+
+    total = len(prompts) * (2 * len(configs) + 1)
+    n = 0
+    per_prompt = []
+    for p, toks in zip(prompts, tokenized):
+        plains = []
+        results = {}
+
+        def tick(msg):
+            nonlocal n
+            n += 1
+            if progress:
+                progress(n, total, msg)
+
+        plains.append(engine.run(toks, draft="none", **kw))
+        tick(f"{p['id']}: plain")
+        for d, k in configs:
+            name = f"{d} k={k}"
+            results[name] = engine.run(toks, draft=d, k=k, **kw)
+            tick(f"{p['id']}: {name}")
+            plains.append(engine.run(toks, draft="none", **kw))
+            tick(f"{p['id']}: plain")
+        ref = plains[0]
+        entry = {
+            "id": p["id"], "category": p.get("category"), "grounded": bool(p.get("grounded")),
+            "plain": _row(ref) | {"correct": correct(ref.text, p.get("reference")), "text": ref.text},
+            "plain_runs_s": [x.stats.wall_s for x in plains],
+            "runs": {},
+        }
+        for i, (name, done) in enumerate(results.items()):
+            neighbours = plains[i : i + 2]  # the plain runs just before and after
+            plain_tok_s = sum(x.stats.tokens for x in neighbours) / sum(x.stats.wall_s for x in neighbours)
+            row = _row(done)
+            row.update(
+                plain_tok_s=plain_tok_s,
+                plain_seconds=sum(x.stats.wall_s for x in neighbours) / 2,
+                speedup=row["tok_s"] / plain_tok_s if plain_tok_s else None,
+                identical=done.tokens == ref.tokens,
+                correct=correct(done.text, p.get("reference")),
+            )
+            entry["runs"][name] = row
+        per_prompt.append(entry)
+
+    summary = {}
+    for d, k in configs:
+        name = f"{d} k={k}"
+        rows = [e["runs"][name] for e in per_prompt]
+        t_spec = sum(r["seconds"] for r in rows)
+        t_plain = sum(r["plain_seconds"] for r in rows)
+        toks = sum(r["tokens"] for r in rows)
+        toks_plain = sum(e["plain"]["tokens"] for e in per_prompt)
+        drafted = sum(r["drafted"] for r in rows)
+        graded = [(e["plain"]["correct"], r["correct"]) for e, r in zip(per_prompt, rows) if r["correct"] is not None]
+        grounded = [r for e, r in zip(per_prompt, rows) if e["grounded"]]
+        summary[name] = {
+            "draft": d, "k": k, "prompts": len(rows),
+            "seconds_plain": t_plain, "seconds_spec": t_spec,
+            "tok_s_plain": toks_plain / t_plain if t_plain else 0.0, "tok_s_spec": toks / t_spec if t_spec else 0.0,
+            "speedup": (toks / t_spec) / (toks_plain / t_plain) if t_spec and t_plain else None,
+            "min_speedup": min(r["speedup"] for r in rows),
+            "grounded_speedup": (sum(r["tokens"] for r in grounded) / sum(r["seconds"] for r in grounded))
+            / (sum(r["tokens"] for r in grounded) / sum(r["plain_seconds"] for r in grounded)) if grounded else None,
+            "acceptance": sum(r["accepted"] for r in rows) / drafted if drafted else None,
+            "tokens_per_pass": toks / max(1, sum(r["target_passes"] for r in rows)),
+            "identical": sum(r["identical"] for r in rows),
+            "accuracy_plain": sum(bool(a) for a, _ in graded) / len(graded) if graded else None,
+            "accuracy_spec": sum(bool(b) for _, b in graded) / len(graded) if graded else None,
+        }
+    return {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "engine": engine.describe(),
+        "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+        "summary": summary,
+        "prompts": per_prompt,
+    }
+
+
+def _f(x, fmt="{:.2f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def to_markdown(res: dict) -> str:
+    models = ", ".join(m["name"] for m in res["engine"]["models"])
+    out = [
+        "# SpecQuant benchmark", "",
+        f"Models: {models}. Backend: {res['engine']['backend']}. Machine: {res['machine']['platform']}.",
+        f"Settings: max {res['settings']['max_tokens']} new tokens, temperature {res['settings']['temperature']}. "
+        "Speed-ups compare each run with the plain runs just before and after it; loading and warm-up excluded.", "",
+        "## Results", "",
+        "| configuration | time normal (s) | time SpecQuant (s) | speed-up | min per prompt | grounded | acceptance "
+        "| tokens/pass | identical | accuracy normal | accuracy SpecQuant |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    n = len(res["prompts"])
+    for name, s in res["summary"].items():
+        out.append(
+            f"| {name} | {s['seconds_plain']:.2f} | {s['seconds_spec']:.2f} | {_f(s['speedup'])}x "
+            f"({_f((s['speedup'] or 0) * 100 - 100, '{:+.0f}')}%) | {_f(s['min_speedup'])}x | {_f(s['grounded_speedup'])}x "
+            f"| {_f(s['acceptance'], '{:.1%}')} | {s['tokens_per_pass']:.2f} | {s['identical']}/{n} "
+            f"| {_f(s['accuracy_plain'], '{:.0%}')} | {_f(s['accuracy_spec'], '{:.0%}')} |"
+        )
+    names = list(res["summary"])
+    out += ["", "## Per prompt (speed-up; acceptance)", "",
+            "| prompt | tokens | plain tok/s | " + " | ".join(names) + " |",
+            "|---|---|---|" + "---|" * len(names)]
+    for e in res["prompts"]:
+        cells = []
+        for name in names:
+            r = e["runs"][name]
+            mark = "" if r["identical"] else " ≠"
+            cells.append(f"{_f(r['speedup'])}x; {_f(r['acceptance'], '{:.0%}')}{mark}")
+        out.append(f"| {e['id']} | {e['plain']['tokens']} | {e['plain']['tok_s']:.1f} | " + " | ".join(cells) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
+def parse_configs(drafts: str, ks: str) -> list[tuple[str, object]]:
+    from .engine import parse_k
+
+    ds = [d.strip() for d in drafts.split(",") if d.strip()]
+    kk = [parse_k(k.strip()) for k in ks.split(",") if k.strip()]
+    if not ds or not kk:
+        raise ValueError("need at least one draft and one draft length")
+    return [(d, k) for d in ds for k in kk if d.lower() not in ("none", "plain")]
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="specquant bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", help="target GGUF (default: the prepared SmolLM2-135M-Instruct F16)")
+    ap.add_argument("--drafts", default="q8,q4_0,lookup", help="comma-separated draft specs (default q8,q4_0,lookup)")
+    ap.add_argument("--k", default="2,4,auto", help="comma-separated draft lengths (default 2,4,auto)")
+    ap.add_argument("--prompts", help="a prompts JSON file (default: the bundled set)")
+    ap.add_argument("--ids", help="comma-separated prompt ids to run")
+    ap.add_argument("--category", help="only prompts of this category (e.g. grounded)")
+    ap.add_argument("--limit", type=int, help="only the first N prompts")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
+    args = ap.parse_args(argv)
+
+    from .cli import _resolve_target
+    from .engine import Engine
+
+    prompts = load_prompts(args.prompts)
+    if args.ids:
+        want = set(args.ids.split(","))
+        prompts = [p for p in prompts if p["id"] in want]
+    if args.category:
+        prompts = [p for p in prompts if p.get("category") == args.category]
+    if args.limit:
+        prompts = prompts[: args.limit]
+    if not prompts:
+        raise ValueError("no prompts selected")
+    configs = parse_configs(args.drafts, args.k)
+    engine = Engine(_resolve_target(args.target), n_ctx=args.ctx, n_threads=args.threads)
+    t0 = time.time()
+
+    def progress(i, total, msg):
+        print(f"[{i}/{total}] {msg}", flush=True)
+
+    res = run_bench(engine, prompts, configs, max_tokens=args.max_tokens, temperature=args.temperature,
+                    seed=args.seed, progress=progress)
+    res["elapsed_s"] = time.time() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(res, indent=1))
+    md = to_markdown(res)
+    (out / "bench.md").write_text(md)
+    print(md)
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0

@@ -1,0 +1,192 @@
+"""Draft-length control: how many tokens to draft next, from measured costs and acceptance.
+
+With per-position acceptance ``a`` (each draft token kept with probability ``a`` given its
+predecessors were), drafting ``k`` tokens yields on average
+``E(k) = (1 - a^(k+1)) / (1 - a)`` tokens per target pass, at a cost of
+``k * c_draft + T(k+1)`` where ``T(n)`` is the time of a target pass over ``n`` tokens.
+Plain decoding is ``k = 0``: one token per ``T(1)``. The controller drafts the ``k`` with the
+highest tokens per second, and ``k = 0`` is a normal answer: a draft that does not pay here
+stops drafting instead of slowing the answer.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Costs:
+    """Seconds per target pass over n tokens (``verify[n]``) and per draft token."""
+
+    verify: dict[int, float] = field(default_factory=dict)
+    draft_step: float = 0.0
+
+    def T(self, n: int) -> float:
+        v = self.verify
+        if n in v:
+            return v[n]
+        if not v:
+            raise ValueError("no target timing measured yet")
+        xs = sorted(v)
+        if len(xs) == 1:
+            return v[xs[0]] * n / xs[0] if n > xs[0] else v[xs[0]]
+        lo = max((x for x in xs if x < n), default=None)
+        hi = min((x for x in xs if x > n), default=None)
+        if lo is None:
+            return v[xs[0]]
+        if hi is None:  # extrapolate along the last segment, never cheaper than the last point
+            a, b = xs[-2], xs[-1]
+            slope = max((v[b] - v[a]) / (b - a), 0.0)
+            return v[b] + slope * (n - b)
+        w = (n - lo) / (hi - lo)
+        return v[lo] * (1 - w) + v[hi] * w
+
+    def to_dict(self) -> dict:
+        return {"verify": {str(k): v for k, v in sorted(self.verify.items())}, "draft_step": self.draft_step}
+
+
+def expected_tokens(a: float, k: int) -> float:
+    if a >= 1.0:
+        return k + 1.0
+    return (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+def expected_speedup(costs: Costs, a: float, k: int) -> float:
+    """Throughput of drafting k tokens relative to plain decoding."""
+    if k == 0:
+        return 1.0
+    return expected_tokens(a, k) / (k * costs.draft_step + costs.T(k + 1)) * costs.T(1)
+
+
+def best_k(costs: Costs, a: float, k_max: int) -> tuple[int, float]:
+    best = (0, 1.0)
+    for k in range(1, k_max + 1):
+        s = expected_speedup(costs, a, k)
+        if s > best[1] + 1e-9:
+            best = (k, s)
+    return best
+
+
+def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 5, 9), repeats: int = 3) -> Costs:
+    """Time target passes of n tokens (and draft steps) on ``context``, then roll back.
+
+    Done once when models load; its time is model-load time, never part of a run.
+    """
+    costs = Costs()
+    base = list(context)[: max(1, min(len(context), target.n_ctx - max(ns) - 1))]
+    target.reset()
+    target.prefill(base)
+    filler = [base[-1]] * max(ns)
+    for n in ns:
+        best = math.inf
+        for _ in range(repeats + 1):  # the first pass of each shape warms it up
+            t0 = time.perf_counter()
+            target.eval(filler[:n])
+            best = min(best, time.perf_counter() - t0)
+            target.rollback(len(base))
+        costs.verify[n] = best
+    target.reset()
+    if draft_model is not None:
+        draft_model.reset()
+        draft_model.prefill(base)
+        best = math.inf
+        for _ in range(repeats + 2):
+            t0 = time.perf_counter()
+            draft_model.eval([base[-1]])
+            best = min(best, time.perf_counter() - t0)
+            draft_model.rollback(len(base))
+        costs.draft_step = best
+        draft_model.reset()
+    return costs
+
+
+class DraftControl:
+    """Picks k for each step.
+
+    k: a fixed draft length (int), or "auto" to choose it from costs and acceptance.
+    costs: measured costs (``measure_costs``); auto needs them, and keeps them current
+    from the timings it observes. prior: acceptance believed before any is observed.
+    """
+
+    def __init__(self, k: int | str = "auto", *, k_max: int = 8, costs: Costs | None = None,
+                 prior: float = 0.7, prior_weight: float = 4.0, probe_every: int = 16, free_draft: bool = False):
+        if k != "auto":
+            if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                raise ValueError(f"draft length must be an integer >= 1 or 'auto', got {k!r}")
+        if k_max < 1:
+            raise ValueError(f"k_max must be >= 1, got {k_max}")
+        self.auto = k == "auto"
+        self.k_fixed = k if not self.auto else None
+        self.k_max = k_max
+        self.costs = copy.deepcopy(costs)  # updated as the run goes; the caller's stays as measured
+        self.free_draft = free_draft  # e.g. prompt lookup: drafting costs (nearly) nothing
+        self.prior, self.prior_weight = prior, prior_weight
+        self.probe_every = probe_every
+        self.reset()
+
+    def reset(self) -> None:
+        self.attempts = 0  # draft positions examined by the target
+        self.kept = 0
+        self._since_draft = 0
+        self.history: list[int] = []
+
+    @property
+    def acceptance(self) -> float:
+        return (self.kept + self.prior * self.prior_weight) / (self.attempts + self.prior_weight)
+
+    def _acceptance_ucb(self) -> float:
+        n = self.attempts + self.prior_weight
+        a = self.acceptance
+        return min(1.0, a + math.sqrt(a * (1 - a) / (n + 1)))
+
+    def _costs(self) -> Costs:
+        c = self.costs
+        if self.free_draft and c is not None:
+            return Costs(c.verify, 0.0)
+        return c
+
+    def next_k(self) -> int:
+        if not self.auto:
+            k = self.k_fixed
+        elif self.costs is None or not self.costs.verify:
+            k = min(4, self.k_max)
+        else:
+            costs = self._costs()
+            k, _ = best_k(costs, self.acceptance, self.k_max)
+            if k == 0:
+                # Probe now and then, if drafting could pay at all with better acceptance.
+                self._since_draft += 1
+                if self._since_draft >= self.probe_every and best_k(costs, 1.0, self.k_max)[0] > 0:
+                    k, _ = best_k(costs, self._acceptance_ucb(), self.k_max)
+                    k = max(k, 1)
+        if k > 0:
+            self._since_draft = 0
+        self.history.append(k)
+        return k
+
+    def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0) -> None:
+        if drafted:
+            self.attempts += min(accepted + 1, drafted)
+            self.kept += accepted
+        if not self.auto or self.costs is None:
+            return
+        # Keep the cost model current (EMA), so drift on a shared machine is followed.
+        n = drafted + 1
+        if verify_s > 0 and n in self.costs.verify:
+            self.costs.verify[n] = 0.8 * self.costs.verify[n] + 0.2 * verify_s
+        elif verify_s > 0:
+            self.costs.verify[n] = verify_s
+        if drafted and draft_s > 0 and not self.free_draft:
+            per = draft_s / drafted
+            self.costs.draft_step = 0.8 * self.costs.draft_step + 0.2 * per if self.costs.draft_step else per
+
+    def describe(self) -> dict:
+        return {
+            "mode": "auto" if self.auto else "fixed",
+            "k": self.k_fixed,
+            "k_max": self.k_max,
+            "acceptance_estimate": round(self.acceptance, 4),
+            "costs": self.costs.to_dict() if self.costs else None,
+        }

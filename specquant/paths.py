@@ -1,0 +1,18 @@
+"""Where SpecQuant keeps what it makes: ``$SPECQUANT_HOME`` or the platform's cache dir."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    home = os.environ.get("SPECQUANT_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("specquant", appauthor=False))
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"

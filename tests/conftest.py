@@ -1,0 +1,59 @@
+"""Shared fixtures: the prepared models (made once, cached under $SPECQUANT_HOME)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep test runs off the network and quiet.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def prepared():
+    from specquant.models import prepare_all
+
+    return prepare_all(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(prepared):
+    return prepared["tiny"]
+
+
+@pytest.fixture(scope="session")
+def smol_paths(prepared):
+    return prepared["smollm2"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_paths):
+    from backends import load_model
+
+    return load_model(tiny_paths["F16"], n_ctx=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_drafts(tiny_paths):
+    from backends import load_model
+
+    return {k: load_model(tiny_paths[k], n_ctx=512) for k in ("Q8_0", "Q4_0", "sibling")}
+
+
+@pytest.fixture(scope="session")
+def smol(smol_paths):
+    from backends import load_model
+
+    return load_model(smol_paths["F16"], n_ctx=2048)
+
+
+@pytest.fixture(scope="session")
+def smol_drafts(smol_paths):
+    from backends import load_model
+
+    return {k: load_model(smol_paths[k], n_ctx=2048) for k in ("Q8_0", "Q4_K_M", "Q4_0")}

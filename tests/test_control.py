@@ -1,0 +1,55 @@
+"""Draft-length control and the cost model, with injected costs: no model, no clock."""
+import pytest
+
+from specquant.control import Costs, DraftControl, best_k, expected_speedup, expected_tokens
+
+
+def test_expected_tokens_geometric():
+    assert expected_tokens(0.0, 4) == 1
+    assert expected_tokens(1.0, 4) == 5
+    assert expected_tokens(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
+
+
+def test_costs_interpolate_and_extrapolate():
+    c = Costs({1: 10.0, 3: 14.0, 5: 20.0})
+    assert c.T(1) == 10 and c.T(2) == pytest.approx(12) and c.T(4) == pytest.approx(17)
+    assert c.T(7) == pytest.approx(26)  # along the last segment
+
+
+def test_cheap_draft_and_flat_verify_drafts_long():
+    # GPU-like: verify of 9 costs ~1.3 steps, draft 5% of a step, acceptance 0.9
+    c = Costs({1: 1.0, 2: 1.02, 3: 1.05, 5: 1.1, 9: 1.3}, draft_step=0.05)
+    k, s = best_k(c, 0.9, 8)
+    assert k >= 5 and s > 2
+    assert s == pytest.approx(max(expected_speedup(c, 0.9, j) for j in range(1, 9)))
+
+
+def test_expensive_draft_chooses_no_draft():
+    # The measured 2-core CPU case: draft costs 0.6 of a step, verify of 2 costs 1.4 steps.
+    c = Costs({1: 1.0, 2: 1.4, 3: 1.8, 5: 2.4, 9: 3.5}, draft_step=0.6)
+    assert best_k(c, 0.95, 8) == (0, 1.0)
+
+
+def test_auto_control_switches_off_a_draft_that_does_not_pay_and_probes_rarely():
+    c = Costs({1: 1.0, 2: 1.05, 3: 1.1, 5: 1.2, 9: 1.6}, draft_step=0.3)
+    ctl = DraftControl("auto", costs=c, prior=0.9, probe_every=16)
+    assert ctl.next_k() > 0  # believed to pay at first
+    for _ in range(10):  # ...but nothing is ever accepted
+        ctl.observe(ctl.history[-1] or 1, 0)
+        ctl.next_k()
+    ks = [ctl.next_k() for _ in range(64)]
+    assert ks.count(0) >= 60  # drafting stopped; a few probes remain
+    assert 1 <= sum(1 for k in ks if k) <= 4
+
+
+def test_fixed_k_and_bad_k():
+    assert DraftControl(3).next_k() == 3
+    for bad in (0, -1, "x", 2.5, True):
+        with pytest.raises(ValueError):
+            DraftControl(bad)
+
+
+def test_free_draft_drafts_even_with_modest_acceptance():
+    c = Costs({1: 1.0, 2: 1.3, 3: 1.6, 5: 2.2, 9: 3.4}, draft_step=0.6)
+    ctl = DraftControl("auto", costs=c, free_draft=True, prior=0.8)
+    assert ctl.next_k() > 0

@@ -1,0 +1,29 @@
+"""Draft sources on their own."""
+from specquant.drafts import PromptLookup
+from specquant.sampling import Sampler
+
+
+def test_prompt_lookup_copies_what_followed_the_latest_match():
+    pl = PromptLookup(ngram_max=3)
+    pl.begin([], Sampler())
+    ctx = [1, 2, 3, 4, 5, 6, 9, 9, 2, 3]
+    assert pl.propose(ctx, 3).tokens == [4, 5, 6]
+    assert pl.propose(ctx + [4], 2).tokens == [5, 6]  # incremental: longer n-gram, same place
+
+
+def test_prompt_lookup_prefers_longer_ngrams_and_latest_occurrence():
+    pl = PromptLookup(ngram_max=2)
+    ctx = [7, 1, 8, 3, 1, 9, 5, 3, 1]
+    # bigram (3, 1) occurred at 3..4 -> followed by 9; unigram 1 latest at 4 too
+    assert pl.propose(ctx, 2).tokens == [9, 5]
+
+
+def test_prompt_lookup_without_match_proposes_nothing():
+    pl = PromptLookup()
+    assert pl.propose([1, 2, 3], 4).tokens == []
+
+
+def test_prompt_lookup_restarts_on_shorter_context():
+    pl = PromptLookup()
+    pl.propose([1, 2, 3, 1], 2)
+    assert pl.propose([5, 6, 5], 1).tokens == [6]
