@@ -111,7 +111,8 @@ class DraftControl:
     """
 
     def __init__(self, k: int | str = "auto", *, k_max: int = 8, costs: Costs | None = None,
-                 prior: float = 0.7, prior_weight: float = 4.0, probe_every: int = 16, free_draft: bool = False):
+                 prior: float = 0.7, prior_weight: float = 4.0, probe_every: int = 16, probe_gain: float = 1.05,
+                 free_draft: bool = False):
         if k != "auto":
             if not isinstance(k, int) or isinstance(k, bool) or k < 1:
                 raise ValueError(f"draft length must be an integer >= 1 or 'auto', got {k!r}")
@@ -124,6 +125,7 @@ class DraftControl:
         self.free_draft = free_draft  # e.g. prompt lookup: drafting costs (nearly) nothing
         self.prior, self.prior_weight = prior, prior_weight
         self.probe_every = probe_every
+        self.probe_gain = probe_gain
         self.reset()
 
     def reset(self) -> None:
@@ -156,11 +158,14 @@ class DraftControl:
             costs = self._costs()
             k, _ = best_k(costs, self.acceptance, self.k_max)
             if k == 0:
-                # Probe now and then, if drafting could pay at all with better acceptance.
+                # Probe now and then, when an optimistic acceptance would make drafting pay
+                # clearly: a probe costs more than its draft steps (the draft must first
+                # catch up on the tokens it skipped).
                 self._since_draft += 1
-                if self._since_draft >= self.probe_every and best_k(costs, 1.0, self.k_max)[0] > 0:
-                    k, _ = best_k(costs, self._acceptance_ucb(), self.k_max)
-                    k = max(k, 1)
+                if self._since_draft >= self.probe_every:
+                    k_opt, gain = best_k(costs, self._acceptance_ucb(), self.k_max)
+                    if gain >= self.probe_gain:
+                        k = k_opt
         if k > 0:
             self._since_draft = 0
         self.history.append(k)

@@ -117,7 +117,9 @@ class Engine:
         k = parse_k(k)
         src = self.draft(spec)
         if k == "auto":
-            return DraftControl("auto", costs=self.costs(spec), free_draft=isinstance(src, PromptLookup))
+            if isinstance(src, PromptLookup):  # free to draft, but right less often than a model
+                return DraftControl("auto", costs=self.costs(spec), free_draft=True, prior=0.5, prior_weight=2.0)
+            return DraftControl("auto", costs=self.costs(spec))
         return DraftControl(k)
 
     # --- runs -------------------------------------------------------------------------------

@@ -65,9 +65,9 @@ class Stats:
 
     @property
     def decode_tokens_per_s(self) -> float:
-        """Tokens after the first, per second after the first: the prompt's cost left out."""
-        dt = self.wall_s - self.ttft_s
-        return (self.tokens - 1) / dt if self.tokens > 1 and dt > 0 else 0.0
+        """Tokens per second once the prompt is in the cache (llama-bench's "tg" measure)."""
+        dt = self.wall_s - self.prefill_s
+        return self.tokens / dt if dt > 0 else 0.0
 
     @property
     def acceptance_rate(self) -> float:
@@ -122,9 +122,11 @@ def decode(
     control: DraftControl | None = None,
     sampler: Sampler | None = None,
     max_tokens: int = 128,
+    stop_at_eos: bool = True,
 ) -> Iterator[Step | Done]:
     """Generate up to ``max_tokens`` after ``prompt``; yields a ``Step`` per target pass,
-    then ``Done``. Without ``draft`` this is plain decoding."""
+    then ``Done``. Without ``draft`` this is plain decoding. ``stop_at_eos=False`` runs to
+    ``max_tokens`` regardless (benchmarks, like llama-bench's tg)."""
     _check(target, prompt, max_tokens)
     sampler = sampler or Sampler()
     control = control or DraftControl(4)
@@ -136,7 +138,7 @@ def decode(
     detok = target.detokenizer()
     out: list[int] = []
     sources: list[bool] = []
-    eos = target.eos_ids
+    eos = target.eos_ids if stop_at_eos else frozenset()
 
     t0 = time.perf_counter()
     target.reset()

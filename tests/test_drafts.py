@@ -4,7 +4,7 @@ from specquant.sampling import Sampler
 
 
 def test_prompt_lookup_copies_what_followed_the_latest_match():
-    pl = PromptLookup(ngram_max=3)
+    pl = PromptLookup(ngram_max=3, ngram_min=1)
     pl.begin([], Sampler())
     ctx = [1, 2, 3, 4, 5, 6, 9, 9, 2, 3]
     assert pl.propose(ctx, 3).tokens == [4, 5, 6]
@@ -12,7 +12,7 @@ def test_prompt_lookup_copies_what_followed_the_latest_match():
 
 
 def test_prompt_lookup_prefers_longer_ngrams_and_latest_occurrence():
-    pl = PromptLookup(ngram_max=2)
+    pl = PromptLookup(ngram_max=2, ngram_min=1)
     ctx = [7, 1, 8, 3, 1, 9, 5, 3, 1]
     # bigram (3, 1) occurred at 3..4 -> followed by 9; unigram 1 latest at 4 too
     assert pl.propose(ctx, 2).tokens == [9, 5]
@@ -24,6 +24,12 @@ def test_prompt_lookup_without_match_proposes_nothing():
 
 
 def test_prompt_lookup_restarts_on_shorter_context():
-    pl = PromptLookup()
+    pl = PromptLookup(ngram_min=1)
     pl.propose([1, 2, 3, 1], 2)
     assert pl.propose([5, 6, 5], 1).tokens == [6]
+
+
+def test_prompt_lookup_ignores_matches_shorter_than_ngram_min():
+    pl = PromptLookup(ngram_max=5, ngram_min=3)
+    assert pl.propose([1, 2, 3, 4, 9, 2, 3], 2).tokens == []  # only a bigram repeats
+    assert pl.propose([1, 2, 3, 4, 9, 1, 2, 3], 2).tokens == [4, 9]

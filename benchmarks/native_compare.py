@@ -1,0 +1,122 @@
+"""SpecQuant's loop against llama.cpp's own tools, on the same files, side by side.
+
+1. Plain decoding through our backend vs ``llama-bench`` tg (same GGUF, same threads).
+2. Speculative decoding vs ``llama-speculative-simple`` (same target, draft, k, prompt).
+
+Runs alternate (native, ours, native, ours, ...) so machine drift hits both; only decode
+speed is compared (prompt processing and loading are left out on both sides).
+
+    python benchmarks/native_compare.py [--drafts q8,q4_0] [--k 1,3,4] [--prompts 4]
+
+The native tools are built once by benchmarks/build_native.sh (about 15 min on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from specquant.bench import load_prompts  # noqa: E402
+from specquant.control import DraftControl  # noqa: E402
+from specquant.engine import Engine  # noqa: E402
+from specquant.models import prepare_smol  # noqa: E402
+from specquant.speculative import run  # noqa: E402
+
+
+def native_bin() -> Path:
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "build_native.sh")], check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return Path(out)
+
+
+def llama_bench_tg(bin_dir: Path, model: Path, n: int, threads: int) -> float:
+    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n", str(n),
+                          "-t", str(threads), "-r", "3", "-o", "json"], check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
+def native_spec(bin_dir: Path, target: Path, draft: Path, prompt: str, k: int, n: int, threads: int) -> dict:
+    cmd = [str(bin_dir / "llama-speculative-simple"), "-m", str(target), "-md", str(draft),
+           "--spec-type", "draft-simple", "--spec-draft-n-max", str(k), "--spec-draft-n-min", "0",
+           "--spec-draft-p-min", "0", "-p", prompt, "-n", str(n), "-t", str(threads), "--temp", "0",
+           "-c", "4096"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    m = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", log)
+    if not m:
+        raise RuntimeError(f"llama-speculative-simple failed:\n{log[-2000:]}")
+    acc = re.search(r"accept\s+=\s+([\d.]+)%", log)
+    return {"tokens": int(m.group(1)), "seconds": float(m.group(2)),
+            "tok_s": int(m.group(1)) / float(m.group(2)), "acceptance": float(acc.group(1)) / 100 if acc else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", help="F16 GGUF (default: the prepared SmolLM2-135M)")
+    ap.add_argument("--drafts", default="q8,q4_0")
+    ap.add_argument("--k", default="1,3,4")
+    ap.add_argument("--prompts", type=int, default=4, help="how many prompts of the bundled set")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default="bench-results/native.json")
+    args = ap.parse_args()
+
+    target = Path(args.target) if args.target else prepare_smol()["F16"]
+    bin_dir = native_bin()
+    eng = Engine(target)
+    threads = eng.target.n_threads
+    res = {"target": str(target), "threads": threads, "tg": {}, "spec": []}
+
+    # 1. plain decoding vs llama-bench tg
+    n = args.max_tokens
+    ours, native = [], []
+    for _ in range(args.rounds):
+        native.append(llama_bench_tg(bin_dir, target, n, threads))
+        one = eng.target.tokenize("Hello")[:1]  # tg starts from an (almost) empty context too
+        ours.append(run(eng.target, one, max_tokens=n, stop_at_eos=False).stats.decode_tokens_per_s)
+    res["tg"] = {"native_tok_s": native, "ours_tok_s": ours,
+                 "ratio": statistics.median(ours) / statistics.median(native)}
+    print(f"plain: ours {statistics.median(ours):.1f} tok/s vs llama-bench tg{n} {statistics.median(native):.1f} "
+          f"-> {res['tg']['ratio']:.3f}x", flush=True)
+
+    # 2. speculative decoding vs llama-speculative-simple
+    prompts = load_prompts()[: args.prompts]
+    for spec in args.drafts.split(","):
+        draft_src = eng.draft(spec)
+        for k in [int(x) for x in args.k.split(",")]:
+            rows = []
+            for p in prompts:
+                text = eng.target.apply_chat_template([{"role": "user", "content": p["prompt"]}])
+                toks = eng.target.tokenize(text)
+                for _ in range(args.rounds):
+                    nat = native_spec(bin_dir, target, draft_src.model.path, text, k, n, threads)
+                    draft_src.p_min = 0.0
+                    d = run(eng.target, toks, draft=draft_src, control=DraftControl(k), max_tokens=nat["tokens"])
+                    rows.append({"prompt": p["id"], "native": nat, "ours": {
+                        "tokens": d.stats.tokens, "tok_s": d.stats.decode_tokens_per_s,
+                        "acceptance": d.stats.acceptance_rate}})
+            t_nat = sum(r["native"]["tokens"] / r["native"]["tok_s"] for r in rows)
+            t_our = sum(r["ours"]["tokens"] / r["ours"]["tok_s"] for r in rows)
+            tok_nat = sum(r["native"]["tokens"] for r in rows)
+            tok_our = sum(r["ours"]["tokens"] for r in rows)
+            ratio = (tok_our / t_our) / (tok_nat / t_nat)
+            res["spec"].append({"draft": spec, "file": draft_src.model.path.name, "k": k, "ratio": ratio,
+                                "native_tok_s": tok_nat / t_nat, "ours_tok_s": tok_our / t_our, "runs": rows})
+            print(f"{spec} k={k}: ours {tok_our / t_our:.1f} tok/s vs native {tok_nat / t_nat:.1f} -> {ratio:.3f}x",
+                  flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
