@@ -201,7 +201,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     args = ap.parse_args(argv)
 
-    from .cli import _resolve_target
+    from .cli import _resolve_target, warn_if_inexact
     from .engine import Engine
 
     prompts = load_prompts(args.prompts)
@@ -216,6 +216,7 @@ def main(argv: list[str]) -> int:
         raise ValueError("no prompts selected")
     configs = parse_configs(args.drafts, args.k)
     engine = Engine(_resolve_target(args.target), n_ctx=args.ctx, n_threads=args.threads)
+    warn_if_inexact(engine)
     t0 = time.time()
 
     def progress(i, total, msg):

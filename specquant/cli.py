@@ -58,12 +58,26 @@ def _stats_lines(label: str, st) -> list[str]:
     return lines
 
 
+INEXACT_WARNING = (
+    "warning: this llama-cpp-python build computes a batch of tokens slightly differently from one "
+    "token at a time (llamafile sgemm), so in rare near-ties the speculative answer can differ from "
+    "plain decoding. Rebuild it for exact results:\n"
+    '  CMAKE_ARGS="-DGGML_LLAMAFILE=OFF" pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python'
+)
+
+
+def warn_if_inexact(engine) -> None:
+    if not engine.exact:
+        print(INEXACT_WARNING, file=sys.stderr)
+
+
 def cmd_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     from .engine import Engine
 
     prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt
     eng = Engine(_resolve_target(args.target), n_ctx=args.ctx, n_threads=args.threads)
+    warn_if_inexact(eng)
     eng.draft(args.draft)  # load (or make) the draft before any timing starts
     kw = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=args.seed, chat=not args.raw)

@@ -1,0 +1,93 @@
+"""The CLI and the benchmark, run as a user would (subprocesses), on the tiny models."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = dict(os.environ)
+
+
+def cli(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "specquant", *args], capture_output=True, text=True, env=ENV, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_compare_json(tiny_paths):
+    r = cli("--target", str(tiny_paths["F16"]), "--draft", "q8", "--draft-len", "3", "--prompt", "Hello there",
+            "--compare", "--json", "--max-tokens", "24")
+    out = json.loads(r.stdout)
+    assert out["identical"] is True and out["speedup"] > 0
+    assert set(out["runs"]) == {"plain", "speculative"}
+    spec = out["runs"]["speculative"]
+    assert spec["stats"]["drafted"] > 0 and len(spec["from_draft"]) == len(spec["tokens"]) == 24
+    for key in ("wall_s", "ttft_s", "tokens_per_s", "target_passes", "acceptance_rate", "tokens_per_pass",
+                "acceptance_by_pos", "draft_s", "verify_s"):
+        assert key in spec["stats"]
+    names = [m["name"] for m in out["models"]["models"]]
+    assert names[0] == tiny_paths["F16"].name and "Q8_0" in names[1]
+    assert out["models"]["batch_invariant"] is True
+
+
+def test_human_output_and_lookup_and_auto(tiny_paths):
+    r = cli("--target", str(tiny_paths["F16"]), "--draft", "lookup", "--prompt", "a b a b a b a b", "--max-tokens", "16")
+    assert "tok/s" in r.stdout and "model: tiny-llama.F16.gguf" in r.stdout
+    r = cli("--target", str(tiny_paths["F16"]), "--draft", "q4_0", "--draft-len", "auto", "--compare",
+            "--prompt", "Once upon a time", "--max-tokens", "16")
+    assert "speed-up:" in r.stdout and "outputs identical" in r.stdout
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--prompt", ""], "the prompt is empty"),
+    (["--prompt", "hi", "--draft-len", "0"], "draft length must be >= 1"),
+    (["--prompt", "hi", "--draft-len", "many"], "draft length must be an integer"),
+    (["--prompt", "hi", "--max-tokens", "0"], "max_tokens must be"),
+    (["--prompt", "hi", "--draft", "q17"], "unknown draft"),
+    (["--prompt", "hi", "--temperature", "-1"], "temperature"),
+])
+def test_bad_input_is_a_clear_error(tiny_paths, args, msg):
+    r = cli("--target", str(tiny_paths["F16"]), *args, check=False)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_files(tiny_paths, tmp_path):
+    r = cli("--target", str(tmp_path / "none.gguf"), "--prompt", "hi", check=False)
+    assert r.returncode == 2 and "model file not found" in r.stderr
+    bad = tmp_path / "x.gguf"
+    bad.write_text("hello")
+    r = cli("--target", str(bad), "--prompt", "hi", check=False)
+    assert r.returncode == 2 and "not a GGUF file" in r.stderr
+    r = cli("--target", str(tiny_paths["F16"]), "--draft", str(tiny_paths["other"]), "--prompt", "hi", check=False)
+    assert r.returncode == 2 and "vocabularies differ" in r.stderr
+    r = cli("--target", str(tiny_paths["F16"]), "--ctx", "256", "--raw", "--prompt", "word " * 400, check=False)
+    assert r.returncode == 2 and "longer than the context" in r.stderr
+
+
+def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
+    out = tmp_path / "bench"
+    r = subprocess.run([sys.executable, "-m", "specquant", "bench", "--target", str(tiny_paths["F16"]),
+                        "--drafts", "q8,lookup", "--k", "2,auto", "--limit", "3", "--max-tokens", "16",
+                        "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "bench.json").read_text())
+    assert set(res["summary"]) == {"q8 k=2", "q8 k=auto", "lookup k=2", "lookup k=auto"}
+    for s in res["summary"].values():
+        assert s["identical"] == 3 and s["speedup"] > 0 and s["prompts"] == 3
+    assert len(res["prompts"]) == 3 and all(len(e["plain_runs_s"]) == 5 for e in res["prompts"])
+    md = (out / "bench.md").read_text()
+    assert "| configuration | time normal (s) | time SpecQuant (s) | speed-up |" in md
+    assert "accuracy normal" in md
+
+
+def test_bundled_prompt_set():
+    from specquant.bench import load_prompts
+
+    ps = load_prompts()
+    assert len(ps) >= 24 and len({p["id"] for p in ps}) == len(ps)
+    cats = {p["category"] for p in ps}
+    assert {"facts", "code", "lists", "reasoning", "creative", "grounded"} <= cats
+    assert sum(1 for p in ps if p.get("reference")) >= 10
+    assert sum(1 for p in ps if p.get("grounded")) >= 6
