@@ -16,3 +16,13 @@ def cache_dir() -> Path:
 
 def models_dir() -> Path:
     return cache_dir() / "models"
+
+
+def data_dir() -> Path:
+    """Downloaded data (NLTK's models): ``$SPECQUANT_HOME/data`` or the platform's data dir."""
+    home = os.environ.get("SPECQUANT_HOME")
+    if home:
+        return Path(home).expanduser() / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("specquant", appauthor=False))
