@@ -1,4 +1,5 @@
-"""``specquant --prompt "..."``, ``specquant bench``, ``specquant prepare``."""
+"""``specquant --prompt "..."``, ``specquant analyze``, ``specquant models``, ``specquant bench``,
+``specquant prepare``."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,21 @@ DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", help="target GGUF (default: the prepared SmolLM2-135M-Instruct F16)")
+    p.add_argument("--model", help="model family (see `specquant models`), demo, a Hub repo owner/name, or a "
+                                   "local F16 .gguf (default: the largest family that suits this machine; "
+                                   "the demo model when the Hub can't be reached)")
+    p.add_argument("--target", help="a local F16 GGUF (same as --model PATH)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+
+
+def _route_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default="auto", choices=["auto", "seed"],
+                   help="auto: the draft and k expected fastest on this machine (default); seed: tier low -> Q4, "
+                        "medium -> Q8, high -> none")
+    p.add_argument("--tier", choices=["low", "medium", "high"], help="override the prompt's tier")
+    p.add_argument("--draft", help="force a draft: q8 | q4 | q4_0 | lookup | sibling | none | PATH to a GGUF")
+    p.add_argument("--draft-len", default="auto", help="tokens drafted per step: K or auto (default auto)")
 
 
 def _resolve_target(path: str | None) -> str:
@@ -22,16 +35,34 @@ def _resolve_target(path: str | None) -> str:
     return str(prepare_smol()["F16"])
 
 
+def _open_engine(args):
+    from .engine import load_engine
+
+    def log(msg):
+        print(msg, file=sys.stderr)
+
+    last = {"pct": -10}
+
+    def progress(done, total, name):
+        pct = int(100 * done / total) if total else 100
+        if pct >= last["pct"] + 10 or pct == 100:
+            last["pct"] = pct
+            print(f"downloading {name}: {pct}% of {total / 2**20:.0f} MiB", file=sys.stderr, flush=True)
+
+    eng = load_engine(args.model or args.target, n_ctx=args.ctx, n_threads=args.threads, progress=progress, log=log)
+    warn_if_inexact(eng)
+    return eng
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="specquant",
         description="Exact speculative decoding: a quantized draft or prompt lookup proposes, the F16 target verifies.",
-        epilog="Subcommands: `specquant bench --help`, `specquant prepare --help`.",
+        epilog="Subcommands: `specquant analyze PROMPT`, `specquant models`, `specquant bench`, `specquant prepare`.",
     )
     p.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
     _engine_args(p)
-    p.add_argument("--draft", default="q8", help="q8 | q4 | q4_0 | lookup | none | PATH to a draft GGUF (default q8)")
-    p.add_argument("--draft-len", default="auto", help="tokens drafted per step: K or auto (default auto)")
+    _route_args(p)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0)
@@ -71,50 +102,68 @@ def warn_if_inexact(engine) -> None:
         print(INEXACT_WARNING, file=sys.stderr)
 
 
+def _analysis_lines(analysis, decision) -> list[str]:
+    a = analysis
+    return [
+        f"analysis ({a.analyzer}): {a.words} words ({a.length_level}), syntactic {a.syntactic} ({a.syntactic_level}), "
+        f"entities {a.semantic} ({a.semantic_level}) -> score {a.score}, tier {a.tier}",
+        f"decision ({decision.policy}): {decision.reason}",
+    ]
+
+
 def cmd_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
-    from .engine import Engine
-
     prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt
-    eng = Engine(_resolve_target(args.target), n_ctx=args.ctx, n_threads=args.threads)
-    warn_if_inexact(eng)
-    eng.draft(args.draft)  # load (or make) the draft before any timing starts
+    eng = _open_engine(args)
+    analysis, decision = eng.route(prompt, policy=args.policy, tier=args.tier, draft=args.draft, k=args.draft_len)
+    plan = eng.plan(decision)
     kw = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=args.seed, chat=not args.raw)
     tokens = eng.prompt_tokens(prompt, chat=not args.raw)
-    if args.draft.lower() not in ("none", "plain"):
-        eng.control(args.draft, args.draft_len)  # calibrates once for auto (load time, not run time)
+    if plan["draft"] != "none":
+        eng.control(plan["draft"], plan["k"])  # load and calibrate now: load time, not run time
+    speculative = plan["draft"] != "none"
     runs = {}
     if args.compare:
         runs["plain"] = eng.run(tokens, draft="none", **kw)
     stream = not args.json and not args.compare
-    spec_done = None
-    for ev in eng.stream(tokens, draft=args.draft, k=args.draft_len, **kw):
+    if stream:
+        print("\n".join(_analysis_lines(analysis, decision)) + "\n", file=sys.stderr)
+    done = None
+    for ev in eng.stream(tokens, **plan, **kw):
         if hasattr(ev, "stats"):
-            spec_done = ev
+            done = ev
         elif stream:
             print(ev.text, end="", flush=True)
-    runs["speculative" if args.draft.lower() not in ("none", "plain") else "plain"] = spec_done
+    eng.record(decision, done)
+    runs["speculative" if speculative or args.compare else "plain"] = done  # SpecQuant's run, drafting or not
     result = {
         "models": eng.describe(),
-        "decision": {"draft": args.draft, "draft_len": args.draft_len},
+        "analysis": analysis.to_dict(),
+        "decision": decision.to_dict(),
         "prompt": prompt,
         "runs": {k: {"text": v.text, "tokens": v.tokens, "from_draft": v.sources, "stats": v.stats.to_dict()}
                  for k, v in runs.items()},
     }
-    if "plain" in runs and "speculative" in runs:
-        p, s = runs["plain"].stats, runs["speculative"].stats
+    if "plain" in runs and len(runs) == 2:
+        other = [v for k, v in runs.items() if k != "plain"][0]
+        p, s = runs["plain"].stats, other.stats
         result["speedup"] = s.tokens_per_s / p.tokens_per_s if p.tokens_per_s else None
-        result["identical"] = runs["plain"].tokens == runs["speculative"].tokens
+        result["identical"] = runs["plain"].tokens == other.tokens
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     if stream:
         print()
     print()
+    ms = result["models"].get("model_set")
+    if ms and ms.get("note"):
+        print(f"models: {ms['label']} — {ms['note']}")
     for m in result["models"]["models"]:
         print(f"model: {m['name']} ({m['file_bytes'] / 2**20:.0f} MiB, {m['backend']}, {m['threads']} threads"
               f"{', GPU' if m.get('gpu_layers') else ''})")
+    if not stream:
+        print("\n".join(_analysis_lines(analysis, decision)))
     if args.compare:
         for label, d in runs.items():
             print(f"\n--- {label} ---\n{d.text}")
@@ -125,6 +174,54 @@ def cmd_run(argv: list[str]) -> int:
         same = "identical" if result["identical"] else "different"
         note = "" if args.temperature == 0 else " (sampling: outputs are equal in distribution, not token by token)"
         print(f"speed-up: {result['speedup']:.2f}x; outputs {same}{note}")
+    return 0
+
+
+def cmd_analyze(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="specquant analyze", description="Analyse a prompt and show the routing decision.")
+    p.add_argument("prompt")
+    _engine_args(p)
+    _route_args(p)
+    p.add_argument("--analyzer", default="auto", choices=["auto", "nltk", "fallback"])
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    eng = _open_engine(args)
+    analysis, decision = eng.route(args.prompt, policy=args.policy, tier=args.tier, draft=args.draft,
+                                   k=args.draft_len, analyzer=args.analyzer)
+    if args.json:
+        print(json.dumps({"analysis": analysis.to_dict(), "decision": decision.to_dict(),
+                          "model": eng.label}, indent=2))
+        return 0
+    print("\n".join(_analysis_lines(analysis, decision)))
+    print(f"reason: {analysis.reason}")
+    for c in decision.candidates:
+        print(f"  candidate {c['draft']:7} k={c['k']}: expected {c['expected_speedup']:.2f}x "
+              f"(acceptance {c['acceptance']:.2f}"
+              + (f", draft cost {c['draft_cost']:.2f} of a step)" if c["draft_cost"] is not None else ")"))
+    return 0
+
+
+def cmd_models(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="specquant models", description="The model catalog and what is cached here.")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from . import catalog, hardware
+    from .models import smol_ready
+
+    hw = hardware.detect()
+    rows = catalog.cached_status()
+    default = hardware.default_family(hw)
+    if args.json:
+        print(json.dumps({"hardware": hw.to_dict(), "default": default, "families": rows,
+                          "demo_ready": smol_ready()}, indent=2))
+        return 0
+    print(f"hardware: {hw.summary()}")
+    print(f"default family here: {default}\n")
+    print(f"{'family':14} {'name':24} {'F16 GiB':>8}  {'cached':24} repo")
+    for r in rows:
+        mark = "*" if r["family"] == default else " "
+        print(f"{r['family']:13}{mark} {r['name']:24} {r['f16_gib']:8.2f}  {','.join(r['cached']) or '-':24} {r['repo']}")
+    print(f"\ndemo (SmolLM2-135M-Instruct from the package index): {'ready' if smol_ready() else 'made on first use'}")
     return 0
 
 
@@ -154,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(argv[1:])
         if argv and argv[0] == "prepare":
             return cmd_prepare(argv[1:])
+        if argv and argv[0] == "analyze":
+            return cmd_analyze(argv[1:])
+        if argv and argv[0] == "models":
+            return cmd_models(argv[1:])
         return cmd_run(argv)
-    except (InputError, BackendError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (InputError, BackendError, FileNotFoundError, ValueError, RuntimeError, MemoryError) as e:
         print(f"specquant: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

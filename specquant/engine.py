@@ -1,22 +1,27 @@
 """An engine holds one target model and the draft sources made for it, loaded once.
 
-It turns a draft spec (``none``, ``lookup``, ``q8``, ``q4``, ``q4_0``, any quantization name,
-or a path) into a draft source, measures costs once per draft (for ``k = auto``), and runs
-plain or speculative decoding of a text prompt. Load and calibration times are kept apart
-from run timings.
+It turns a draft spec (``none``, ``lookup``, ``q8``, ``q4``, ``q4_0``, ``sibling``, any
+quantization name, or a path) into a draft source, measures costs once per draft (cached on
+disk per model files and machine), routes a prompt (analysis -> tier -> decision), and runs
+plain or speculative decoding. Load and calibration times are kept apart from run timings.
 """
 from __future__ import annotations
 
+import json
 import os
+import platform
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 from backends import BackendError, Model, load_model
 
+from . import routing
 from .control import Costs, DraftControl, measure_costs
 from .drafts import DraftSource, ModelDraft, PromptLookup
-from .quantize import ALIASES, normalize_qtype, quantize
+from .paths import cache_dir
+from .quantize import ALIASES, normalize_qtype, quantize, source_id
 from .sampling import Sampler
 from .speculative import Done, InputError, Step, decode
 
@@ -40,10 +45,21 @@ def parse_k(value) -> int | str:
     return k
 
 
+AUTO_SOURCES = ("q8", "q4_0", "lookup")  # what policy auto weighs (plus a sibling, if any)
+CALIBRATION_MAX_AGE_S = 30 * 24 * 3600
+
+
 class Engine:
     def __init__(self, target: str | os.PathLike, *, backend: str = "llama.cpp", n_ctx: int = 4096,
-                 n_threads: int | None = None):
+                 n_threads: int | None = None, draft_files: dict | None = None, sibling=None,
+                 label: str | None = None, model_set=None):
         self.backend = backend
+        self.draft_files = {k: Path(v) for k, v in (draft_files or {}).items()}
+        self.sibling = Path(sibling) if sibling else None
+        self.model_set = model_set
+        self.book = routing.AcceptanceBook()
+        self.lock = threading.Lock()  # one run at a time per engine (the models hold one cache each)
+        self.hardware = None
         self._load_kw = {"n_ctx": n_ctx}
         if n_threads:
             self._load_kw["n_threads"] = n_threads
@@ -54,6 +70,11 @@ class Engine:
         self.exact = self.target.batch_invariant()
         self._drafts: dict[str, DraftSource | None] = {}
         self._costs: dict[str, Costs] = {}
+        self.label = label or self.target.path.name
+
+    @classmethod
+    def from_model_set(cls, ms, **kw) -> "Engine":
+        return cls(ms.target, draft_files=ms.drafts, sibling=ms.sibling, label=ms.label, model_set=ms, **kw)
 
     def _load(self, path) -> Model:
         t0 = time.perf_counter()
@@ -63,8 +84,12 @@ class Engine:
 
     # --- drafts ---------------------------------------------------------------------------
     def draft_path(self, qtype: str) -> Path:
-        """A prepared sibling file (NAME.F16.gguf -> NAME.Q8_0.gguf) or one quantized now."""
+        """The model set's file, a prepared sibling file (NAME.F16.gguf -> NAME.Q8_0.gguf), or
+        one quantized now from the target."""
         q = normalize_qtype(qtype)
+        for spec, path in self.draft_files.items():
+            if normalize_qtype(spec) == q:
+                return path
         name = self.target.path.name
         for tag, new in ((".F16.", f".{q}."), ("-F16.", f"-{q}."), (".f16.", f".{q.lower()}."),
                          ("-f16.", f"-{q.lower()}."), ("-fp16.", f"-{q.lower()}.")):
@@ -86,6 +111,10 @@ class Engine:
             src = None
         elif key == "lookup":
             src = PromptLookup()
+        elif key == "sibling":
+            if not self.sibling:
+                raise InputError("this model family has no sibling draft model")
+            src = ModelDraft(self._load(self.sibling), self.target, name=f"sibling {self.sibling.name}")
         elif key in ALIASES or key.upper() in ("Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_1"):
             q = normalize_qtype(key)
             src = ModelDraft(self._load(self.draft_path(q)), self.target, name=q)
@@ -96,8 +125,15 @@ class Engine:
         self._drafts[key] = src
         return src
 
+    def _calibration_key(self, model) -> str:
+        parts = [source_id(self.target.path), source_id(model.path) if model else "-",
+                 str(getattr(self.target, "n_threads", "")), str(self.target.describe().get("gpu_layers")),
+                 platform.node(), platform.processor() or platform.machine()]
+        return "|".join(parts)
+
     def costs(self, spec: str) -> Costs:
-        """Costs of the target and this draft on this machine, measured once (load time)."""
+        """Costs of the target and this draft on this machine: measured once (a second or
+        two, part of loading) and cached on disk per model files and machine."""
         key = spec.lower()
         if key not in self._costs:
             src = self.draft(spec)
@@ -107,15 +143,85 @@ class Engine:
             if model is None and known is not None:  # lookup drafts for free: target costs suffice
                 c = Costs(dict(known.verify))
             else:
-                c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT))
+                c = self._cached_costs(model)
             self._costs[key] = c
             self._costs.setdefault("_target", Costs(dict(c.verify)))
             self.load_s[f"calibrate {key}"] = time.perf_counter() - t0
         return self._costs[key]
 
-    def control(self, spec: str, k) -> DraftControl:
+    def _cached_costs(self, model) -> Costs:
+        f = cache_dir() / "calibration.json"
+        k = self._calibration_key(model)
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            data = {}
+        hit = data.get(k)
+        if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S:
+            return Costs({int(n): v for n, v in hit["verify"].items()}, hit["draft_step"])
+        c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT))
+        data[k] = {"verify": {str(n): v for n, v in c.verify.items()}, "draft_step": c.draft_step, "at": time.time()}
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, f)
+        except OSError:
+            pass  # a read-only cache only costs a re-measurement next time
+        return c
+
+    def auto_sources(self) -> list[str]:
+        return list(AUTO_SOURCES) + (["sibling"] if self.sibling else [])
+
+    def route(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
+              k=None, analyzer: str = "auto"):
+        """Analyse the prompt and decide the draft source and length. Returns (analysis, decision)."""
+        from .complexity import analyze
+
+        try:
+            analysis = analyze(prompt, analyzer)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if tier is not None and tier not in routing.TIERS:
+            raise InputError(f"unknown tier {tier!r}: use low, medium or high")
+        if policy not in ("auto", "seed"):
+            raise InputError(f"unknown policy {policy!r}: use auto or seed")
+        t = tier or analysis.tier
+        k_over = None if k in (None, "auto") else parse_k(k)
+        if draft:
+            self.draft(draft)  # validate (and load) before deciding
+            sources = [draft.lower()] if draft.lower() not in ("none", "plain") else []
+        elif policy == "seed":
+            sources = [routing.SEED_RULE[t]] if routing.SEED_RULE[t] != "none" else []
+        else:
+            sources = self.auto_sources()
+        costs = {s: self.costs(s) for s in sources}
+        decision = routing.decide(t, costs, policy=policy, grounded=routing.is_grounded(prompt), book=self.book,
+                                  draft_override=draft, k_override=k_over)
+        if tier is not None:
+            decision.reason += " (tier set by you)"
+        return analysis, decision
+
+    def plan(self, decision) -> dict:
+        """Run settings that carry out a decision: draft, k, and the acceptance prior."""
+        if decision.draft == "none":
+            return {"draft": "none", "k": 1}
+        if decision.adaptive:
+            return {"draft": decision.draft, "k": "auto", "prior": decision.acceptance}
+        return {"draft": decision.draft, "k": decision.k}
+
+    def record(self, decision, done) -> None:
+        """Learn what the chosen source achieved, for later decisions."""
+        if decision.draft not in ("none", "") and done.stats.drafted:
+            st = done.stats
+            self.book.record(decision.draft, decision.tier, st.accepted + st.rejections, st.accepted)
+
+    def control(self, spec: str, k, prior: float | None = None) -> DraftControl:
         k = parse_k(k)
         src = self.draft(spec)
+        if k == "auto" and prior is not None:
+            return DraftControl("auto", costs=self.costs(spec), free_draft=isinstance(src, PromptLookup),
+                                prior=prior, prior_weight=4.0)
         if k == "auto":
             if isinstance(src, PromptLookup):  # free to draft, but right less often than a model
                 return DraftControl("auto", costs=self.costs(spec), free_draft=True, prior=0.5, prior_weight=2.0)
@@ -136,17 +242,19 @@ class Engine:
 
     def stream(self, prompt: str | list[int], *, draft: str = "none", k=4, max_tokens: int = 128,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = 0,
-               chat: bool = True, p_min: float | None = None) -> Iterator[Step | Done]:
+               chat: bool = True, p_min: float | None = None, prior: float | None = None,
+               stop_at_eos: bool = True) -> Iterator[Step | Done]:
         tokens = prompt if isinstance(prompt, list) else self.prompt_tokens(prompt, chat=chat)
         try:
             sampler = Sampler(temperature, top_k, top_p, seed)
         except ValueError as e:
             raise InputError(str(e)) from None
         src = self.draft(draft)
-        control = self.control(draft, k) if src is not None else None
+        control = self.control(draft, k, prior) if src is not None else None
         if isinstance(src, ModelDraft):
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
-        return decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens)
+        return decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
+                      stop_at_eos=stop_at_eos)
 
     def run(self, prompt, **kw) -> Done:
         for ev in self.stream(prompt, **kw):
@@ -158,8 +266,37 @@ class Engine:
         models = [self.target.describe()] + [
             s.model.describe() for s in self._drafts.values() if isinstance(s, ModelDraft)
         ]
-        return {"backend": self.backend, "models": models, "load_s": dict(self.load_s),
-                "batch_invariant": self.exact}
+        return {"backend": self.backend, "label": self.label, "models": models, "load_s": dict(self.load_s),
+                "batch_invariant": self.exact,
+                "model_set": self.model_set.describe() if self.model_set else None}
 
 
 __all__ = ["Engine", "InputError", "BackendError", "parse_k"]
+
+
+def load_engine(model: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None, progress=None,
+                with_sibling: bool = False, log=None) -> Engine:
+    """The engine for ``model`` (family, ``demo``, Hub repo or local GGUF). Without one: the
+    default family for this hardware, or the demo model when the Hub can't be reached."""
+    from . import catalog, hardware, hub
+
+    log = log or (lambda msg: None)
+    hw = hardware.detect()
+    if model is None:
+        fam = hardware.default_family(hw)
+        try:
+            ms = catalog.resolve(fam, progress=progress, with_sibling=with_sibling)
+        except hub.HubError as e:
+            log(f"{e}\nUsing the demo model instead.")
+            ms = catalog.resolve("demo", progress=progress)
+    else:
+        try:
+            fam = catalog.get_family(model)
+        except ValueError:
+            fam = None
+        if fam is not None:
+            hardware.check_fits(hw, fam.params_b, fam.name)
+        ms = catalog.resolve(model, progress=progress, with_sibling=with_sibling)
+    eng = Engine.from_model_set(ms, n_ctx=n_ctx, n_threads=n_threads)
+    eng.hardware = hw
+    return eng

@@ -54,6 +54,7 @@ class Stats:
     target_passes: int = 0
     drafted: int = 0
     accepted: int = 0
+    rejections: int = 0  # target passes that rejected a draft token
     drafted_by_pos: list[int] = field(default_factory=list)
     accepted_by_pos: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
@@ -78,6 +79,12 @@ class Stats:
         return self.tokens / self.target_passes if self.target_passes else 0.0
 
     @property
+    def position_acceptance(self) -> float:
+        """Per-position acceptance: kept / draft positions the target examined."""
+        seen = self.accepted + self.rejections
+        return self.accepted / seen if seen else 0.0
+
+    @property
     def acceptance_by_pos(self) -> list[float]:
         return [a / d if d else 0.0 for a, d in zip(self.accepted_by_pos, self.drafted_by_pos)]
 
@@ -89,6 +96,7 @@ class Stats:
             acceptance_rate=self.acceptance_rate,
             tokens_per_pass=self.tokens_per_pass,
             acceptance_by_pos=self.acceptance_by_pos,
+            position_acceptance=self.position_acceptance,
         )
         return d
 
@@ -178,6 +186,7 @@ def decode(
         n_d = len(d.tokens)
         st.drafted += n_d
         st.accepted += n_acc
+        st.rejections += int(n_acc < n_d)
         for i in range(n_d):
             if i >= len(st.drafted_by_pos):
                 st.drafted_by_pos.append(0)

@@ -1,0 +1,182 @@
+"""Tier -> decision: which draft source and how many tokens to draft, and why.
+
+policy ``seed`` is the seed's rule: tier low -> Q4 draft, medium -> Q8 draft, high -> no
+draft (k = 4). policy ``auto`` (default) treats the tier as a prior on acceptance and picks
+the draft source and draft length with the highest expected throughput on this machine,
+from costs measured on the loaded models and the acceptance each source has achieved here;
+"no draft" when nothing is expected to beat plain decoding. Either way, a user override
+wins, and every decision carries its reason as data and as a sentence.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+
+from .control import Costs, expected_speedup
+
+SEED_RULE = {"low": "q4", "medium": "q8", "high": "none"}
+SEED_K = 4
+TIERS = ("low", "medium", "high")
+LABELS = {"q8": "Q8_0", "q4": "Q4_K_M", "q4_0": "Q4_0", "lookup": "prompt lookup", "none": "no draft",
+          "sibling": "small sibling model"}
+
+# Per-position acceptance believed before any is observed, for a tier-"medium" prompt.
+# From greedy agreement with F16 measured on SmolLM2 (Q8_0 98.4%, Q4_K_M 91.7%, Q4_0 82.6%),
+# shaded down a little: agreement along the target's path is an upper bound.
+BASE_ACCEPTANCE = {"q8": 0.95, "q4": 0.88, "q4_0": 0.80, "sibling": 0.75, "lookup": 0.15}
+GROUNDED_LOOKUP = 0.6
+# Simple prompts are predicted more easily; the prior's error rate scales with the tier.
+TIER_ERROR_SCALE = {"low": 0.8, "medium": 1.0, "high": 1.3}
+PRIOR_WEIGHT = 8.0  # observations worth the prior
+MIN_GAIN = 1.02  # drafting must be expected to beat plain decoding by this much
+
+_GROUNDED_WORDS = re.compile(
+    r"\b(summari[sz]e|rewrite|rephrase|paraphrase|edit|fix|refactor|rename|translate|proofread|correct|"
+    r"convert|copy|extract|quote|reformat|format|turn .{0,20} into|add .{0,30} to)\b", re.I)
+
+
+def is_grounded(prompt: str) -> bool:
+    """A prompt that carries its own material (text or code to summarise, rewrite or edit):
+    the answer will copy from it, which is what prompt lookup drafts from."""
+    long_material = len(prompt) > 300 and ("\n" in prompt.strip() or "```" in prompt or ":" in prompt)
+    return bool(long_material and _GROUNDED_WORDS.search(prompt)) or "```" in prompt and len(prompt) > 200
+
+
+def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
+    if source == "lookup":  # copying depends on the prompt carrying material, not on its tier
+        return GROUNDED_LOOKUP if grounded else BASE_ACCEPTANCE["lookup"]
+    base = BASE_ACCEPTANCE.get(source, BASE_ACCEPTANCE["sibling"])
+    err = (1 - base) * TIER_ERROR_SCALE.get(tier, 1.0)
+    return max(0.01, min(0.995, 1 - err))
+
+
+@dataclass
+class Decision:
+    draft: str  # "q8", "q4", "q4_0", "lookup", "none", or a draft spec / path
+    k: int | str  # draft length: an int, or "auto" for adaptive control
+    policy: str  # "auto", "seed" or "override"
+    tier: str
+    expected_speedup: float
+    acceptance: float | None
+    draft_cost: float | None  # one draft step, as a fraction of a target step
+    reason: str
+    candidates: list[dict] = field(default_factory=list)
+
+    @property
+    def adaptive(self) -> bool:
+        """Run with k adapted to the acceptance seen (auto), or with exactly ``k``."""
+        return self.k == "auto" or (self.policy == "auto" and not self.k_fixed)
+
+    k_fixed: bool = False  # the user fixed k
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.draft, self.draft)
+
+
+class AcceptanceBook:
+    """What each draft source achieved on this machine, per tier: draft positions the target
+    examined and how many of them it kept (per-position acceptance, as the cost model uses)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, str], list[int]] = {}
+
+    def record(self, source: str, tier: str, examined: int, accepted: int) -> None:
+        if examined <= 0:
+            return
+        with self._lock:
+            c = self.counts.setdefault((source, tier), [0, 0])
+            c[0] += examined
+            c[1] += accepted
+
+    def estimate(self, source: str, tier: str, prior: float) -> float:
+        examined, accepted = self.counts.get((source, tier), (0, 0))
+        return (accepted + prior * PRIOR_WEIGHT) / (examined + PRIOR_WEIGHT)
+
+
+def _sentence(draft: str, k, speedup: float, cost: float | None, acc: float | None) -> str:
+    parts = [f"{LABELS.get(draft, draft)} draft, k={k}: expected {speedup:.2f}x"]
+    details = []
+    if cost is not None:
+        details.append(f"draft cost {cost:.2f} of a step")
+    if acc is not None:
+        details.append(f"acceptance {acc:.2f}")
+    return parts[0] + (f" ({', '.join(details)})" if details else "")
+
+
+def decide(
+    tier: str,
+    costs: dict[str, Costs],
+    *,
+    policy: str = "auto",
+    grounded: bool = False,
+    book: AcceptanceBook | None = None,
+    k_max: int = 8,
+    draft_override: str | None = None,
+    k_override: int | str | None = None,
+) -> Decision:
+    """costs: measured costs per available draft source (keys like "q8", "q4_0", "lookup")."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}: use low, medium or high")
+    if policy not in ("auto", "seed"):
+        raise ValueError(f"unknown policy {policy!r}: use auto or seed")
+    book = book or AcceptanceBook()
+
+    def acc_for(src):
+        return book.estimate(src, tier, prior_acceptance(src, tier, grounded))
+
+    def rel_cost(src):
+        c = costs.get(src)
+        return c.draft_step / c.T(1) if c and c.verify and src != "lookup" else None
+
+    fixed = k_override is not None and k_override != "auto"
+    if draft_override:
+        d = draft_override.lower()
+        k = k_override if fixed else "auto"
+        if d in ("none", "plain"):
+            return Decision("none", 0, "override", tier, 1.0, None, None, f"no draft (chosen by you); tier {tier}")
+        acc = acc_for(d) if d in costs else None
+        exp = expected_speedup(costs[d], acc, k) if d in costs and isinstance(k, int) else None
+        reason = f"{LABELS.get(d, d)} draft, k={k} (chosen by you)"
+        if exp is not None:
+            reason += f": expected {exp:.2f}x here"
+        return Decision(d, k, "override", tier, exp or 0.0, acc, rel_cost(d), reason + f"; tier {tier}", k_fixed=fixed)
+
+    if policy == "seed":
+        d = SEED_RULE[tier]
+        k = k_override if fixed else (SEED_K if d != "none" else 0)
+        if d == "none":
+            return Decision("none", 0, "seed", tier, 1.0, None, None, f"seed rule: tier {tier} -> no draft")
+        acc = acc_for(d)
+        exp = expected_speedup(costs[d], acc, k) if d in costs and isinstance(k, int) else 0.0
+        return Decision(d, k, "seed", tier, exp, acc, rel_cost(d),
+                        f"seed rule: tier {tier} -> {LABELS[d]} draft, k={k}"
+                        + (f" (expected {exp:.2f}x here)" if exp else ""), k_fixed=True)
+
+    candidates = []
+    for src, c in costs.items():
+        if not c.verify:
+            continue
+        acc = acc_for(src)
+        ks = [k_override] if fixed else range(1, k_max + 1)
+        best = max(((expected_speedup(c, acc, k), k) for k in ks), default=(0.0, 0))
+        candidates.append({"draft": src, "k": best[1], "expected_speedup": round(best[0], 4),
+                           "acceptance": round(acc, 4), "draft_cost": rel_cost(src)})
+    candidates.sort(key=lambda x: -x["expected_speedup"])
+    if not candidates or candidates[0]["expected_speedup"] < MIN_GAIN:
+        why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
+                        for x in candidates[:3])
+        return Decision("none", 0, "auto", tier, 1.0, None, None,
+                        f"no draft: nothing is expected to beat plain decoding on this machine"
+                        + (f" (best: {why})" if why else ""), candidates)
+    top = candidates[0]
+    k = top["k"]
+    how = "" if fixed else " to start, adapted to the acceptance seen"
+    return Decision(top["draft"], k, "auto", tier, top["expected_speedup"], top["acceptance"], top["draft_cost"],
+                    _sentence(top["draft"], k, top["expected_speedup"], top["draft_cost"], top["acceptance"])
+                    + f"{how}; tier {tier}{', grounded prompt' if grounded else ''}", candidates, k_fixed=fixed)
