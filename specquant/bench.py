@@ -47,19 +47,64 @@ def _row(done: Done) -> dict:
     }
 
 
-def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *, max_tokens: int = 64,
-              temperature: float = 0.0, seed: int = 0, progress=None) -> dict:
-    """Run every prompt plain and with every (draft, k) configuration. ``progress(done, total, msg)``."""
+def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> dict:
+    t_spec = sum(r["seconds"] for r in rows)
+    t_plain = sum(r["plain_seconds"] for r in rows)
+    toks = sum(r["tokens"] for r in rows)
+    toks_plain = sum(e["plain"]["tokens"] for e in per_prompt)
+    drafted = sum(r.get("drafted", 0) for r in rows)
+    graded = [(e["plain"]["correct"], r["correct"]) for e, r in zip(per_prompt, rows) if r.get("correct") is not None]
+    grounded = [r for e, r in zip(per_prompt, rows) if e["grounded"]]
+    return {
+        **extra, "prompts": len(rows),
+        "seconds_plain": t_plain, "seconds_spec": t_spec,
+        "tok_s_plain": toks_plain / t_plain if t_plain else 0.0, "tok_s_spec": toks / t_spec if t_spec else 0.0,
+        "speedup": (toks / t_spec) / (toks_plain / t_plain) if t_spec and t_plain else None,
+        "min_speedup": min(r["speedup"] for r in rows),
+        "grounded_speedup": (sum(r["tokens"] for r in grounded) / sum(r["seconds"] for r in grounded))
+        / (sum(r["tokens"] for r in grounded) / sum(r["plain_seconds"] for r in grounded)) if grounded else None,
+        "acceptance": sum(r.get("accepted", 0) for r in rows) / drafted if drafted else None,
+        "tokens_per_pass": toks / max(1, sum(r.get("target_passes", 0) for r in rows)),
+        "identical": sum(bool(r.get("identical")) for r in rows),
+        "accuracy_plain": sum(bool(a) for a, _ in graded) / len(graded) if graded else None,
+        "accuracy_spec": sum(bool(b) for _, b in graded) / len(graded) if graded else None,
+    }
+
+
+def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *, policies: list[str] = (),
+              max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, progress=None) -> dict:
+    """Run every prompt plain, with every fixed (draft, k) configuration and with every routing
+    policy ("auto", "seed"). ``progress(done, total, msg)``. The oracle row is the best fixed
+    choice per prompt (plain included), known only after the fact."""
     kw = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
     tokenized = [engine.prompt_tokens(p["prompt"]) for p in prompts]
     for d, k in configs:  # load, quantize, calibrate: before any timing
         engine.control(d, k) if engine.draft(d) is not None else None
+    for pol in policies:
+        for p in prompts:
+            engine.route(p["prompt"], policy=pol)  # loads and calibrates whatever a decision may need
     warm = engine.prompt_tokens("Say hello.")
     engine.run(warm, draft="none", max_tokens=8)
     for d, k in configs:
         engine.run(warm, draft=d, k=k, max_tokens=8)
+    engine.book = type(engine.book)()  # the policies learn from the benchmark itself, from zero
 
-    total = len(prompts) * (2 * len(configs) + 1)
+    def fixed(d, k):
+        return lambda p, toks: (engine.run(toks, draft=d, k=k, **kw), None)
+
+    def routed(pol):
+        def go(p, toks):
+            t0 = time.perf_counter()
+            _, decision = engine.route(p["prompt"], policy=pol)
+            route_s = time.perf_counter() - t0
+            done = engine.run(toks, **engine.plan(decision), **kw)
+            engine.record(decision, done)
+            done.stats.wall_s += route_s  # deciding is part of answering
+            return done, decision
+        return go
+
+    runners = [(f"{d} k={k}", fixed(d, k)) for d, k in configs] + [(f"policy {pol}", routed(pol)) for pol in policies]
+    total = len(prompts) * (2 * len(runners) + 1)
     n = 0
     per_prompt = []
     for p, toks in zip(prompts, tokenized):
@@ -74,9 +119,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
 
         plains.append(engine.run(toks, draft="none", **kw))
         tick(f"{p['id']}: plain")
-        for d, k in configs:
-            name = f"{d} k={k}"
-            results[name] = engine.run(toks, draft=d, k=k, **kw)
+        for name, go in runners:
+            results[name] = go(p, toks)
             tick(f"{p['id']}: {name}")
             plains.append(engine.run(toks, draft="none", **kw))
             tick(f"{p['id']}: plain")
@@ -87,7 +131,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             "plain_runs_s": [x.stats.wall_s for x in plains],
             "runs": {},
         }
-        for i, (name, done) in enumerate(results.items()):
+        for i, (name, (done, decision)) in enumerate(results.items()):
             neighbours = plains[i : i + 2]  # the plain runs just before and after
             plain_tok_s = sum(x.stats.tokens for x in neighbours) / sum(x.stats.wall_s for x in neighbours)
             row = _row(done)
@@ -98,34 +142,34 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
                 identical=done.tokens == ref.tokens,
                 correct=correct(done.text, p.get("reference")),
             )
+            if decision is not None:
+                row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
             entry["runs"][name] = row
+        fixed_rows = {name: r for name, r in entry["runs"].items() if not name.startswith("policy ")}
+        best = max(fixed_rows.items(), key=lambda kv: kv[1]["speedup"], default=None)
+        if best is None or best[1]["speedup"] < 1.0:  # plain itself is one of the fixed choices
+            entry["oracle"] = {"choice": "none", "speedup": 1.0, "tokens": ref.stats.tokens,
+                               "seconds": sum(x.stats.wall_s for x in plains) / len(plains),
+                               "plain_seconds": sum(x.stats.wall_s for x in plains) / len(plains)}
+        else:
+            entry["oracle"] = {"choice": best[0], **{k: best[1][k] for k in ("speedup", "tokens", "seconds",
+                                                                              "plain_seconds")}}
         per_prompt.append(entry)
 
     summary = {}
-    for d, k in configs:
+    for (d, k) in configs:
         name = f"{d} k={k}"
-        rows = [e["runs"][name] for e in per_prompt]
-        t_spec = sum(r["seconds"] for r in rows)
-        t_plain = sum(r["plain_seconds"] for r in rows)
-        toks = sum(r["tokens"] for r in rows)
-        toks_plain = sum(e["plain"]["tokens"] for e in per_prompt)
-        drafted = sum(r["drafted"] for r in rows)
-        graded = [(e["plain"]["correct"], r["correct"]) for e, r in zip(per_prompt, rows) if r["correct"] is not None]
-        grounded = [r for e, r in zip(per_prompt, rows) if e["grounded"]]
-        summary[name] = {
-            "draft": d, "k": k, "prompts": len(rows),
-            "seconds_plain": t_plain, "seconds_spec": t_spec,
-            "tok_s_plain": toks_plain / t_plain if t_plain else 0.0, "tok_s_spec": toks / t_spec if t_spec else 0.0,
-            "speedup": (toks / t_spec) / (toks_plain / t_plain) if t_spec and t_plain else None,
-            "min_speedup": min(r["speedup"] for r in rows),
-            "grounded_speedup": (sum(r["tokens"] for r in grounded) / sum(r["seconds"] for r in grounded))
-            / (sum(r["tokens"] for r in grounded) / sum(r["plain_seconds"] for r in grounded)) if grounded else None,
-            "acceptance": sum(r["accepted"] for r in rows) / drafted if drafted else None,
-            "tokens_per_pass": toks / max(1, sum(r["target_passes"] for r in rows)),
-            "identical": sum(r["identical"] for r in rows),
-            "accuracy_plain": sum(bool(a) for a, _ in graded) / len(graded) if graded else None,
-            "accuracy_spec": sum(bool(b) for _, b in graded) / len(graded) if graded else None,
-        }
+        summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, draft=d, k=k)
+    for pol in policies:
+        name = f"policy {pol}"
+        summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, policy=pol)
+    if configs:
+        orc = [e["oracle"] | {"correct": None} for e in per_prompt]
+        summary["oracle (best fixed per prompt)"] = _summarise("oracle", orc, per_prompt)
+        o = summary["oracle (best fixed per prompt)"]
+        for pol in policies:
+            s = summary[f"policy {pol}"]
+            s["vs_oracle"] = s["tok_s_spec"] / o["tok_s_spec"] if o["tok_s_spec"] else None
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "engine": engine.describe(),
@@ -159,7 +203,10 @@ def to_markdown(res: dict) -> str:
             f"| {_f(s['acceptance'], '{:.1%}')} | {s['tokens_per_pass']:.2f} | {s['identical']}/{n} "
             f"| {_f(s['accuracy_plain'], '{:.0%}')} | {_f(s['accuracy_spec'], '{:.0%}')} |"
         )
-    names = list(res["summary"])
+    for name, s in res["summary"].items():
+        if s.get("vs_oracle") is not None:
+            out.append(f"\n{name}: {s['vs_oracle']:.3f}x the oracle's throughput; worst prompt {s['min_speedup']:.2f}x plain.")
+    names = [n for n in res["summary"] if not n.startswith("oracle")]
     out += ["", "## Per prompt (speed-up; acceptance)", "",
             "| prompt | tokens | plain tok/s | " + " | ".join(names) + " |",
             "|---|---|---|" + "---|" * len(names)]
@@ -168,7 +215,8 @@ def to_markdown(res: dict) -> str:
         for name in names:
             r = e["runs"][name]
             mark = "" if r["identical"] else " ≠"
-            cells.append(f"{_f(r['speedup'])}x; {_f(r['acceptance'], '{:.0%}')}{mark}")
+            chose = f" [{r['decision']}]" if "decision" in r else ""
+            cells.append(f"{_f(r['speedup'])}x; {_f(r['acceptance'], '{:.0%}')}{mark}{chose}")
         out.append(f"| {e['id']} | {e['plain']['tokens']} | {e['plain']['tok_s']:.1f} | " + " | ".join(cells) + " |")
     out.append("")
     return "\n".join(out)
@@ -189,6 +237,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--target", help="target GGUF (default: the prepared SmolLM2-135M-Instruct F16)")
     ap.add_argument("--drafts", default="q8,q4_0,lookup", help="comma-separated draft specs (default q8,q4_0,lookup)")
     ap.add_argument("--k", default="2,4,auto", help="comma-separated draft lengths (default 2,4,auto)")
+    ap.add_argument("--policies", default="auto,seed", help="routing policies to run beside (default auto,seed; '' for none)")
+    ap.add_argument("--model", help="model family, demo, Hub repo or local GGUF (default: demo)")
     ap.add_argument("--prompts", help="a prompts JSON file (default: the bundled set)")
     ap.add_argument("--ids", help="comma-separated prompt ids to run")
     ap.add_argument("--category", help="only prompts of this category (e.g. grounded)")
@@ -201,9 +251,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     args = ap.parse_args(argv)
 
-    from .cli import _resolve_target, warn_if_inexact
-    from .engine import Engine
-
+    from .cli import warn_if_inexact
     prompts = load_prompts(args.prompts)
     if args.ids:
         want = set(args.ids.split(","))
@@ -215,15 +263,21 @@ def main(argv: list[str]) -> int:
     if not prompts:
         raise ValueError("no prompts selected")
     configs = parse_configs(args.drafts, args.k)
-    engine = Engine(_resolve_target(args.target), n_ctx=args.ctx, n_threads=args.threads)
+    from .engine import load_engine
+
+    engine = load_engine(args.target or args.model or "demo", n_ctx=args.ctx, n_threads=args.threads)
     warn_if_inexact(engine)
     t0 = time.time()
 
     def progress(i, total, msg):
         print(f"[{i}/{total}] {msg}", flush=True)
 
-    res = run_bench(engine, prompts, configs, max_tokens=args.max_tokens, temperature=args.temperature,
-                    seed=args.seed, progress=progress)
+    policies = [x.strip() for x in args.policies.split(",") if x.strip()]
+    for pol in policies:
+        if pol not in ("auto", "seed"):
+            raise ValueError(f"unknown policy {pol!r}: use auto or seed")
+    res = run_bench(engine, prompts, configs, policies=policies, max_tokens=args.max_tokens,
+                    temperature=args.temperature, seed=args.seed, progress=progress)
     res["elapsed_s"] = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,14 +27,6 @@ def _route_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-len", default="auto", help="tokens drafted per step: K or auto (default auto)")
 
 
-def _resolve_target(path: str | None) -> str:
-    if path:
-        return path
-    from .models import prepare_smol
-
-    return str(prepare_smol()["F16"])
-
-
 def _open_engine(args):
     from .engine import load_engine
 

@@ -73,13 +73,20 @@ def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
                         "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "bench.json").read_text())
-    assert set(res["summary"]) == {"q8 k=2", "q8 k=auto", "lookup k=2", "lookup k=auto"}
-    for s in res["summary"].values():
-        assert s["identical"] == 3 and s["speedup"] > 0 and s["prompts"] == 3
-    assert len(res["prompts"]) == 3 and all(len(e["plain_runs_s"]) == 5 for e in res["prompts"])
+    assert set(res["summary"]) == {"q8 k=2", "q8 k=auto", "lookup k=2", "lookup k=auto", "policy auto",
+                                   "policy seed", "oracle (best fixed per prompt)"}
+    for name, s in res["summary"].items():
+        assert s["speedup"] > 0 and s["prompts"] == 3
+        if not name.startswith("oracle"):
+            assert s["identical"] == 3, name
+    assert 0 < res["summary"]["policy auto"]["vs_oracle"]
+    assert len(res["prompts"]) == 3 and all(len(e["plain_runs_s"]) == 7 for e in res["prompts"])
+    for e in res["prompts"]:
+        assert e["runs"]["policy seed"]["decision"] in ("q4", "q8", "none")
+        assert e["oracle"]["speedup"] >= max(1.0, *(r["speedup"] for n, r in e["runs"].items() if "policy" not in n))
     md = (out / "bench.md").read_text()
     assert "| configuration | time normal (s) | time SpecQuant (s) | speed-up |" in md
-    assert "accuracy normal" in md
+    assert "accuracy normal" in md and "the oracle's throughput" in md
 
 
 def test_bundled_prompt_set():

@@ -1,0 +1,167 @@
+"""Downloads against a real local HTTP server speaking the Hub's protocol (tests/hub_server.py)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from specquant import catalog, hub
+
+SERVER = Path(__file__).with_name("hub_server.py")
+
+
+class Server:
+    def __init__(self, root: Path):
+        self.root = root
+        portfile = root / ".port"
+        self.proc = subprocess.Popen([sys.executable, str(SERVER), str(root), str(portfile)])
+        for _ in range(100):
+            if portfile.exists() and portfile.read_text():
+                break
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{portfile.read_text()}"
+
+    def requests(self, method: str, fragment: str) -> int:
+        log = self.root / ".log"
+        if not log.exists():
+            return 0
+        return sum(1 for line in log.read_text().splitlines() if line.startswith(method + " ") and fragment in line)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path, tiny_paths, monkeypatch):
+    root = tmp_path / "hub"
+    tiny = root / "testorg" / "tiny-GGUF"
+    tiny.mkdir(parents=True)
+    shutil.copy(tiny_paths["F16"], tiny / "tiny-llama-F16.gguf")
+    shutil.copy(tiny_paths["Q8_0"], tiny / "tiny-llama-Q8_0.gguf")
+    (tiny / "README.md").write_text("a tiny test model\n")
+    sharded = root / "testorg" / "sharded-GGUF"
+    sharded.mkdir(parents=True)
+    for i in (1, 2):
+        (sharded / f"big-fp16-0000{i}-of-00002.gguf").write_bytes(bytes([i]) * 300_000)
+    (sharded / "big-q8_0.gguf").write_bytes(b"\x07" * 100_000)
+    nogguf = root / "testorg" / "safetensors-only"
+    nogguf.mkdir(parents=True)
+    (nogguf / "model.safetensors").write_bytes(b"\0" * 1000)
+    (nogguf / "config.json").write_text("{}")
+    s = Server(root)
+    monkeypatch.setenv("HF_ENDPOINT", s.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield s
+    s.stop()
+
+
+def test_download_resolve_and_progress(server, tiny_paths):
+    seen = []
+    ms = catalog.resolve("testorg/tiny-GGUF", progress=lambda d, t, f: seen.append((d, t, f)))
+    assert ms.source == "hub" and ms.target.name == "tiny-llama-F16.gguf"
+    assert ms.target.read_bytes() == tiny_paths["F16"].read_bytes()
+    assert set(ms.drafts) == {"q8"} and ms.missing == ["q4", "q4_0"]
+    assert seen and seen[-1][0] == seen[-1][1] > 0  # reached 100%
+    assert all(d <= t for d, t, _ in seen)
+    assert str(ms.target).startswith(str(hub.cache_dir()))
+
+
+def test_second_call_is_a_cache_hit_without_get(server):
+    catalog.resolve("testorg/tiny-GGUF")
+    gets = server.requests("GET", "tiny-llama-F16.gguf")
+    assert gets == 1
+    ms = catalog.resolve("testorg/tiny-GGUF")
+    assert server.requests("GET", "tiny-llama-F16.gguf") == 1  # HEAD only
+    assert ms.target.exists()
+
+
+def test_offline_mode_uses_cache_and_makes_no_request(server, monkeypatch):
+    catalog.resolve("testorg/tiny-GGUF")
+    log = (server.root / ".log").read_text()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ms = catalog.resolve("testorg/tiny-GGUF")
+    assert ms.target.exists() and (server.root / ".log").read_text() == log
+    with pytest.raises(hub.HubUnreachable, match="HF_HUB_OFFLINE"):
+        catalog.resolve("testorg/sharded-GGUF")
+
+
+def test_unknown_repo_and_file_are_clear_errors(server):
+    with pytest.raises(hub.NotOnHub, match="no such model repository on the Hub: testorg/nope"):
+        catalog.resolve("testorg/nope")
+    with pytest.raises(hub.NotOnHub, match="has no file missing.gguf"):
+        hub.download("testorg/tiny-GGUF", ["missing.gguf"])
+    with pytest.raises(hub.NotOnHub, match="has no GGUF files"):
+        catalog.resolve("testorg/safetensors-only")
+    with pytest.raises(ValueError, match="unknown model family"):
+        catalog.resolve("no-such-family")
+
+
+def test_dropped_connection_never_leaves_a_complete_file(server, tiny_paths):
+    size = tiny_paths["F16"].stat().st_size
+    (server.root / ".drop").write_text(f"testorg/tiny-GGUF/tiny-llama-F16.gguf {size // 2}\n")
+    with pytest.raises(hub.HubError):
+        hub.download("testorg/tiny-GGUF", ["tiny-llama-F16.gguf"])
+    assert "tiny-llama-F16.gguf" not in hub.cached_files("testorg/tiny-GGUF")
+    blobs = list((hub.cache_dir() / "models--testorg--tiny-GGUF" / "blobs").glob("*"))
+    assert all(b.name.endswith(".incomplete") for b in blobs)
+    (server.root / ".drop").unlink()
+    [p] = hub.download("testorg/tiny-GGUF", ["tiny-llama-F16.gguf"])
+    assert p.read_bytes() == tiny_paths["F16"].read_bytes()
+
+
+def test_sharded_files_download_together(server):
+    files = hub.list_files("testorg/sharded-GGUF")
+    assert catalog.match_files(files, "f16") == ["big-fp16-00001-of-00002.gguf", "big-fp16-00002-of-00002.gguf"]
+    assert catalog.match_files(files, "q8_0") == ["big-q8_0.gguf"]
+    ms = catalog._from_repo("testorg/sharded-GGUF", "sharded")
+    assert ms.target.name == "big-fp16-00001-of-00002.gguf"
+    assert (ms.target.parent / "big-fp16-00002-of-00002.gguf").read_bytes() == b"\x02" * 300_000
+
+
+def test_missing_shard_is_refused():
+    with pytest.raises(hub.NotOnHub, match="expected 3 shards"):
+        catalog.match_files(["m-f16-00001-of-00003.gguf", "m-f16-00002-of-00003.gguf"], "f16")
+
+
+def test_disk_space_guard(server, monkeypatch):
+    class Usage:
+        free = 10 * 2**20
+
+    monkeypatch.setattr(hub.shutil, "disk_usage", lambda p: Usage)
+    with pytest.raises(hub.HubError, match="not enough disk space"):
+        catalog.resolve("testorg/tiny-GGUF")
+    assert server.requests("GET", ".gguf") == 0
+
+
+def test_unreachable_hub_fails_fast(server):
+    server.stop()
+    t0 = time.perf_counter()
+    with pytest.raises(hub.HubUnreachable, match="cannot reach the Hugging Face Hub"):
+        catalog.resolve("testorg/tiny-GGUF")
+    assert time.perf_counter() - t0 < 8
+
+
+def test_precision_patterns_do_not_confuse_bf16_or_q4_0_4_4():
+    files = ["m-bf16.gguf", "m-F16.gguf", "m-Q4_0_4_4.gguf", "m-Q4_0.gguf", "m-Q4_K_M.gguf", "m-Q8_0.gguf",
+             "qwen2.5-7b-instruct-fp16.gguf"]
+    assert catalog.match_files(files, "f16") == ["m-F16.gguf"]
+    assert catalog.match_files(files, "q4_0") == ["m-Q4_0.gguf"]
+    assert catalog.match_files(files, "q4_k_m") == ["m-Q4_K_M.gguf"]
+    assert catalog.match_files(["qwen2.5-0.5b-instruct-fp16.gguf"], "f16") == ["qwen2.5-0.5b-instruct-fp16.gguf"]
+
+
+def test_engine_from_hub_repo_runs_identically(server):
+    from specquant.engine import load_engine
+
+    eng = load_engine("testorg/tiny-GGUF", n_ctx=512)
+    assert eng.model_set.source == "hub"
+    plain = eng.run("Hello there", draft="none", max_tokens=20)
+    spec = eng.run("Hello there", draft="q8", k=3, max_tokens=20)
+    assert spec.tokens == plain.tokens and spec.stats.drafted > 0
+    assert eng.draft_path("q8") == eng.model_set.drafts["q8"]  # the downloaded draft, not a local one

@@ -1,0 +1,119 @@
+"""Routing with injected costs and acceptances, the seed rule, overrides, and hardware."""
+import statistics
+import time
+
+import pytest
+
+from specquant import hardware, routing
+from specquant.control import Costs, expected_speedup
+
+CPU = {  # measured shape on 2 CPU cores: drafts cost 0.5-0.7 of a step, verify is steep
+    "q8": Costs({1: 1.0, 2: 1.46, 3: 1.56, 5: 1.84, 9: 2.75}, draft_step=0.68),
+    "q4_0": Costs({1: 1.0, 2: 1.46, 3: 1.56, 5: 1.84, 9: 2.75}, draft_step=0.49),
+    "lookup": Costs({1: 1.0, 2: 1.46, 3: 1.56, 5: 1.84, 9: 2.75}, draft_step=0.0),
+}
+GPU = {  # H100 shape: verifying 5 tokens ~1.5 steps, Q8 0.75, Q4_0 0.65, a 0.5B sibling 0.2
+    "q8": Costs({1: 1.0, 2: 1.1, 3: 1.2, 5: 1.46, 9: 2.0}, draft_step=0.75),
+    "q4_0": Costs({1: 1.0, 2: 1.1, 3: 1.2, 5: 1.46, 9: 2.0}, draft_step=0.65),
+    "sibling": Costs({1: 1.0, 2: 1.1, 3: 1.2, 5: 1.46, 9: 2.0}, draft_step=0.2),
+    "lookup": Costs({1: 1.0, 2: 1.1, 3: 1.2, 5: 1.46, 9: 2.0}, draft_step=0.0),
+}
+
+
+def test_auto_picks_the_argmax_and_says_why():
+    d = routing.decide("medium", GPU)
+    best = max(GPU, key=lambda s: max(expected_speedup(GPU[s], routing.prior_acceptance(s, "medium", False), k)
+                                      for k in range(1, 9)))
+    assert d.draft == best == "sibling" and d.policy == "auto"
+    assert d.expected_speedup == pytest.approx(d.candidates[0]["expected_speedup"])
+    assert d.expected_speedup == max(c["expected_speedup"] for c in d.candidates)
+    assert f"k={d.k}" in d.reason and "expected" in d.reason and "draft cost 0.20 of a step" in d.reason
+
+
+def test_auto_says_no_draft_when_nothing_pays():
+    d = routing.decide("medium", CPU)
+    assert d.draft == "none" and d.expected_speedup == 1.0
+    assert d.reason.startswith("no draft: nothing is expected to beat plain decoding")
+    assert "Q8_0 draft" in d.reason
+
+
+def test_grounded_prompts_bring_prompt_lookup_in():
+    d = routing.decide("high", CPU, grounded=True)
+    assert d.draft == "lookup" and d.expected_speedup > 1.0
+
+
+def test_measured_acceptance_moves_the_decision():
+    book = routing.AcceptanceBook()
+    assert routing.decide("high", CPU, grounded=True, book=book).draft == "lookup"
+    book.record("lookup", "high", examined=200, accepted=20)  # lookup kept failing here
+    assert routing.decide("high", CPU, grounded=True, book=book).draft == "none"
+
+
+def test_seed_rule_and_overrides():
+    assert routing.decide("low", CPU, policy="seed").draft == "q4"
+    assert routing.decide("medium", CPU, policy="seed").draft == "q8"
+    d = routing.decide("high", CPU, policy="seed")
+    assert d.draft == "none" and "seed rule" in d.reason
+    assert routing.decide("low", CPU, policy="seed").k == routing.SEED_K
+    o = routing.decide("high", CPU, draft_override="q4_0", k_override=3)
+    assert (o.draft, o.k, o.policy) == ("q4_0", 3, "override") and "chosen by you" in o.reason
+    assert not o.adaptive and routing.decide("high", CPU, draft_override="q8").adaptive
+    with pytest.raises(ValueError):
+        routing.decide("extreme", CPU)
+    with pytest.raises(ValueError):
+        routing.decide("low", CPU, policy="fastest")
+
+
+def test_is_grounded():
+    text = "The council met on Tuesday to discuss new bicycle lanes. " * 8
+    assert routing.is_grounded(f"Summarise the following text.\n\n{text}")
+    assert routing.is_grounded("Rename x to y:\n```python\n" + "x = 1\nprint(x)\n" * 20 + "```")
+    assert not routing.is_grounded("What is the capital of France?")
+    assert not routing.is_grounded("Write a long essay about " + "the sea " * 60)
+
+
+def fake_hw(kind="cpu", cores=2, ram_gib=24, gpu_gib=0):
+    g = 2**30
+    return hardware.Hardware(kind, "llama.cpp", "test", cores, cores, int(ram_gib * g), int(ram_gib * g),
+                             int(gpu_gib * g), int(gpu_gib * g))
+
+
+def test_default_family_follows_hardware():
+    assert hardware.default_family(fake_hw()) == "smollm2-1.7b"  # 2 cores: ~30 s for 1.7B
+    assert hardware.default_family(fake_hw(cores=16, ram_gib=64)) == "llama3.2-3b"  # 7B: ~50 s, too slow
+    assert hardware.default_family(fake_hw("cuda", gpu_gib=80)) == "qwen2.5-7b"
+    assert hardware.default_family(fake_hw(ram_gib=2)) == "smollm2-135m"  # nothing fits: the smallest
+    with pytest.raises(MemoryError, match="does not fit here"):
+        hardware.check_fits(fake_hw(ram_gib=8), 7.62, "Qwen2.5-7B-Instruct")
+    hardware.check_fits(fake_hw(ram_gib=8), 0.49, "Qwen2.5-0.5B-Instruct")
+
+
+def test_detect_this_machine():
+    hw = hardware.detect()
+    assert hw.kind in ("cpu", "cuda", "apple") and hw.physical_cores >= 1 and hw.ram_bytes > 0
+    assert hw.backend == ("mlx" if hw.kind == "apple" else "llama.cpp")
+    assert hw.device in hw.summary()
+
+
+def test_calibrated_costs_agree_with_direct_measurement(smol_paths, tmp_path, monkeypatch):
+    """On the real SmolLM2 family: the engine's calibration vs timing the same passes directly."""
+    monkeypatch.setenv("SPECQUANT_HOME", str(tmp_path))  # no cached calibration
+    from specquant.engine import Engine
+
+    eng = Engine(smol_paths["F16"], draft_files={"q8": smol_paths["Q8_0"]}, n_ctx=1024)
+    c = eng.costs("q8")
+    # Direct: a plain run's per-pass time, and the draft model stepping on its own.
+    runs = [eng.run("Write a short poem about the sea.", draft="none", max_tokens=48) for _ in range(3)]
+    step = statistics.median(r.stats.verify_s / r.stats.target_passes for r in runs)
+    d = eng.draft("q8").model
+    d.reset()
+    d.prefill(eng.target.tokenize("Write a short poem about the sea and the sky."))
+    times = []
+    for t in range(40):
+        t0 = time.perf_counter()
+        d.eval([100 + t])
+        times.append(time.perf_counter() - t0)
+    d.reset()
+    assert c.T(1) == pytest.approx(step, rel=0.2)
+    assert c.draft_step == pytest.approx(statistics.median(times), rel=0.2)
+    assert eng.costs("lookup").verify == c.verify  # lookup reuses the target's timings
