@@ -72,7 +72,8 @@ def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> 
 
 
 def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *, policies: list[str] = (),
-              max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, progress=None) -> dict:
+              max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, repeats: int = 1,
+              progress=None) -> dict:
     """Run every prompt plain, with every fixed (draft, k) configuration and with every routing
     policy ("auto", "seed"). ``progress(done, total, msg)``. The oracle row is the best fixed
     choice per prompt (plain included), known only after the fact."""
@@ -104,12 +105,13 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
         return go
 
     runners = [(f"{d} k={k}", fixed(d, k)) for d, k in configs] + [(f"policy {pol}", routed(pol)) for pol in policies]
-    total = len(prompts) * (2 * len(runners) + 1)
+    total = len(prompts) * (2 * len(runners) + 1) * repeats
     n = 0
     per_prompt = []
     for p, toks in zip(prompts, tokenized):
         plains = []
-        results = {}
+        results = {name: [] for name, _ in runners}
+        beside = {name: [] for name, _ in runners}  # the plain runs just before and after each run
 
         def tick(msg):
             nonlocal n
@@ -117,13 +119,16 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             if progress:
                 progress(n, total, msg)
 
-        plains.append(engine.run(toks, draft="none", **kw))
-        tick(f"{p['id']}: plain")
-        for name, go in runners:
-            results[name] = go(p, toks)
-            tick(f"{p['id']}: {name}")
-            plains.append(engine.run(toks, draft="none", **kw))
+        for _ in range(repeats):
+            seq = [engine.run(toks, draft="none", **kw)]
             tick(f"{p['id']}: plain")
+            for name, go in runners:
+                results[name].append(go(p, toks))
+                tick(f"{p['id']}: {name}")
+                seq.append(engine.run(toks, draft="none", **kw))
+                tick(f"{p['id']}: plain")
+                beside[name] += seq[-2:]
+            plains += seq
         ref = plains[0]
         entry = {
             "id": p["id"], "category": p.get("category"), "grounded": bool(p.get("grounded")),
@@ -131,17 +136,21 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             "plain_runs_s": [x.stats.wall_s for x in plains],
             "runs": {},
         }
-        for i, (name, (done, decision)) in enumerate(results.items()):
-            neighbours = plains[i : i + 2]  # the plain runs just before and after
-            plain_tok_s = sum(x.stats.tokens for x in neighbours) / sum(x.stats.wall_s for x in neighbours)
+        for name, runs in results.items():
+            done, decision = runs[-1]
+            wall = sum(d.stats.wall_s for d, _ in runs) / len(runs)
+            nb = beside[name]
+            plain_tok_s = sum(x.stats.tokens for x in nb) / sum(x.stats.wall_s for x in nb)
             row = _row(done)
             row.update(
+                seconds=wall,
+                tok_s=sum(d.stats.tokens for d, _ in runs) / sum(d.stats.wall_s for d, _ in runs),
                 plain_tok_s=plain_tok_s,
-                plain_seconds=sum(x.stats.wall_s for x in neighbours) / 2,
-                speedup=row["tok_s"] / plain_tok_s if plain_tok_s else None,
-                identical=done.tokens == ref.tokens,
+                plain_seconds=sum(x.stats.wall_s for x in nb) / len(nb),
+                identical=all(d.tokens == ref.tokens for d, _ in runs),
                 correct=correct(done.text, p.get("reference")),
             )
+            row["speedup"] = row["tok_s"] / plain_tok_s if plain_tok_s else None
             if decision is not None:
                 row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
             entry["runs"][name] = row
@@ -173,7 +182,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "engine": engine.describe(),
-        "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+        "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "repeats": repeats},
         "summary": summary,
         "prompts": per_prompt,
     }
@@ -244,6 +253,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--category", help="only prompts of this category (e.g. grounded)")
     ap.add_argument("--limit", type=int, help="only the first N prompts")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=1, help="run each prompt's interleaved sequence this many times")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ctx", type=int, default=4096)
@@ -277,7 +287,7 @@ def main(argv: list[str]) -> int:
         if pol not in ("auto", "seed"):
             raise ValueError(f"unknown policy {pol!r}: use auto or seed")
     res = run_bench(engine, prompts, configs, policies=policies, max_tokens=args.max_tokens,
-                    temperature=args.temperature, seed=args.seed, progress=progress)
+                    temperature=args.temperature, seed=args.seed, repeats=args.repeats, progress=progress)
     res["elapsed_s"] = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ class DraftControl:
         self.auto = k == "auto"
         self.k_fixed = k if not self.auto else None
         self.k_max = k_max
-        self.costs = copy.deepcopy(costs)  # updated as the run goes; the caller's stays as measured
+        self.costs = copy.deepcopy(costs)  # as calibrated; a run tracks only their level (_costs)
         self.free_draft = free_draft  # e.g. prompt lookup: drafting costs (nearly) nothing
         self.prior, self.prior_weight = prior, prior_weight
         self.probe_every = probe_every
@@ -132,6 +132,7 @@ class DraftControl:
         self.attempts = 0  # draft positions examined by the target
         self.kept = 0
         self._since_draft = 0
+        self._verify_scale, self._draft_scale = 1.0, None
         self.history: list[int] = []
 
     @property
@@ -144,10 +145,12 @@ class DraftControl:
         return min(1.0, a + math.sqrt(a * (1 - a) / (n + 1)))
 
     def _costs(self) -> Costs:
+        """The calibrated costs, at the level observed in this run."""
         c = self.costs
-        if self.free_draft and c is not None:
-            return Costs(c.verify, 0.0)
-        return c
+        # An unobserved draft is assumed to have slowed down (or sped up) like the target.
+        scale = self._verify_scale if self._draft_scale is None else self._draft_scale
+        draft = 0.0 if self.free_draft else c.draft_step * scale
+        return Costs({n: t * self._verify_scale for n, t in c.verify.items()}, draft)
 
     def next_k(self) -> int:
         if not self.auto:
@@ -177,15 +180,15 @@ class DraftControl:
             self.kept += accepted
         if not self.auto or self.costs is None:
             return
-        # Keep the cost model current (EMA), so drift on a shared machine is followed.
-        n = drafted + 1
-        if verify_s > 0 and n in self.costs.verify:
-            self.costs.verify[n] = 0.8 * self.costs.verify[n] + 0.2 * verify_s
-        elif verify_s > 0:
-            self.costs.verify[n] = verify_s
-        if drafted and draft_s > 0 and not self.free_draft:
-            per = draft_s / drafted
-            self.costs.draft_step = 0.8 * self.costs.draft_step + 0.2 * per if self.costs.draft_step else per
+        # Follow the level of the costs (a longer context, a busier machine) but keep their
+        # calibrated shape: updating T(1) alone, say, would make drafting look cheaper as the
+        # context grows and trigger drafts the calibration knows don't pay.
+        base = self.costs
+        if verify_s > 0 and base.verify:
+            self._verify_scale = 0.8 * self._verify_scale + 0.2 * verify_s / base.T(drafted + 1)
+        if drafted and draft_s > 0 and not self.free_draft and base.draft_step > 0:
+            obs = (draft_s / drafted) / base.draft_step
+            self._draft_scale = obs if self._draft_scale is None else 0.8 * self._draft_scale + 0.2 * obs
 
     def describe(self) -> dict:
         return {

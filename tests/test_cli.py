@@ -98,3 +98,48 @@ def test_bundled_prompt_set():
     assert {"facts", "code", "lists", "reasoning", "creative", "grounded"} <= cats
     assert sum(1 for p in ps if p.get("reference")) >= 10
     assert sum(1 for p in ps if p.get("grounded")) >= 6
+
+
+def test_analyze_and_models_commands(tiny_paths):
+    r = cli("analyze", "John and Mary flew from Paris to London to visit Google.", "--target", str(tiny_paths["F16"]),
+            "--analyzer", "fallback", "--json")
+    out = json.loads(r.stdout)
+    assert out["analysis"]["tier"] == "high" and out["analysis"]["score"] == 22
+    assert out["decision"]["policy"] == "auto" and out["decision"]["reason"]
+    r = cli("analyze", "Hi there", "--target", str(tiny_paths["F16"]), "--policy", "seed", "--tier", "medium")
+    assert "decision (seed): seed rule: tier medium -> Q8_0 draft, k=4" in r.stdout and "(tier set by you)" in r.stdout
+    r = cli("models")
+    assert "qwen2.5-7b" in r.stdout and "default family here:" in r.stdout and "demo" in r.stdout
+    out = json.loads(cli("models", "--json").stdout)
+    assert {f["family"] for f in out["families"]} >= {"qwen2.5-0.5b", "smollm2-135m", "llama3.2-1b"}
+
+
+def test_bad_input_writes_nothing_outside_cache_and_data(tiny_paths, tmp_path):
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = dict(ENV, HOME=str(home), SPECQUANT_HOME=str(tmp_path / "sq"), HF_HUB_CACHE=str(tmp_path / "hf"),
+               SPECQUANT_NLTK_DOWNLOAD="0", XDG_CACHE_HOME=str(home / ".cache"), XDG_DATA_HOME=str(home / ".local"))
+    cases = [
+        (["--target", str(tiny_paths["F16"]), "--prompt", "   "], "the prompt is empty"),
+        (["--target", str(tiny_paths["F16"]), "--ctx", "512", "--prompt", "word " * 100_000], "longer than the context"),
+        (["--model", "no-such-family", "--prompt", "hi"], "unknown model family"),
+        (["analyze", "   ", "--target", str(tiny_paths["F16"])], "the prompt is empty"),
+        (["--model", "testorg/repo", "--prompt", "hi"], "cannot reach the Hugging Face Hub"),
+    ]
+    for args, msg in cases:
+        r = subprocess.run([sys.executable, "-m", "specquant", *args], capture_output=True, text=True, env=env,
+                           cwd=work, timeout=120)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])
+    assert list(work.iterdir()) == [] and list(home.iterdir()) == []
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written <= {"sq", "hf"}
+
+
+def test_non_text_prompt_is_refused(tiny_paths):
+    from specquant.engine import Engine, InputError
+
+    eng = Engine(tiny_paths["F16"], n_ctx=256)
+    for bad in (b"\xff\xfe\xfa", "abc\x00def", 42):
+        with pytest.raises(InputError):
+            eng.route(bad)

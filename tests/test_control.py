@@ -61,3 +61,15 @@ def test_free_draft_drafts_even_with_modest_acceptance():
     c = Costs({1: 1.0, 2: 1.3, 3: 1.6, 5: 2.2, 9: 3.4}, draft_step=0.6)
     ctl = DraftControl("auto", costs=c, free_draft=True, prior=0.8)
     assert ctl.next_k() > 0
+
+
+def test_slower_steps_as_the_context_grows_do_not_make_drafting_look_cheap():
+    # Calibrated: drafting can't pay. Plain steps then get twice as slow (long context); if only
+    # T(1) were updated, verifying 9 tokens would look nearly free and drafting would start.
+    c = Costs({1: 1.0, 2: 1.46, 3: 1.56, 5: 1.84, 9: 2.75}, draft_step=0.68)
+    ctl = DraftControl("auto", costs=c, prior=0.95, probe_every=10**6)
+    ks = []
+    for _ in range(60):
+        ks.append(ctl.next_k())
+        ctl.observe(0, 0, verify_s=2.0)
+    assert ks == [0] * 60
