@@ -243,7 +243,7 @@ class Engine:
     def stream(self, prompt: str | list[int], *, draft: str = "none", k=4, max_tokens: int = 128,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = 0,
                chat: bool = True, p_min: float | None = None, prior: float | None = None,
-               stop_at_eos: bool = True) -> Iterator[Step | Done]:
+               stop_at_eos: bool = True, stop=None) -> Iterator[Step | Done]:
         tokens = prompt if isinstance(prompt, list) else self.prompt_tokens(prompt, chat=chat)
         try:
             sampler = Sampler(temperature, top_k, top_p, seed)
@@ -254,7 +254,7 @@ class Engine:
         if isinstance(src, ModelDraft):
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
         return decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
-                      stop_at_eos=stop_at_eos)
+                      stop_at_eos=stop_at_eos, stop=stop)
 
     def run(self, prompt, **kw) -> Done:
         for ev in self.stream(prompt, **kw):

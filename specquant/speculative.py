@@ -131,10 +131,12 @@ def decode(
     sampler: Sampler | None = None,
     max_tokens: int = 128,
     stop_at_eos: bool = True,
+    stop=None,
 ) -> Iterator[Step | Done]:
     """Generate up to ``max_tokens`` after ``prompt``; yields a ``Step`` per target pass,
     then ``Done``. Without ``draft`` this is plain decoding. ``stop_at_eos=False`` runs to
-    ``max_tokens`` regardless (benchmarks, like llama-bench's tg)."""
+    ``max_tokens`` regardless (benchmarks, like llama-bench's tg). ``stop`` (anything with
+    ``is_set()``, e.g. a threading.Event) ends the run before the next target pass."""
     _check(target, prompt, max_tokens)
     sampler = sampler or Sampler()
     control = control or DraftControl(4)
@@ -158,6 +160,9 @@ def decode(
     st.prefill_s = time.perf_counter() - t0
 
     while True:
+        if stop is not None and stop.is_set():
+            st.finish_reason = "stopped"
+            break
         room = target.n_ctx - target.n_past - 1  # cache slots left after `last`
         if room < 0:
             st.finish_reason = "context"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install SpecQuant and what it needs.  Usage: bash scripts/setup.sh demo|test
+#   demo: the library, CLI and web demo       test: also the test tools and a browser
+# llama-cpp-python compiles from source (~15 min on 2 cores; pip caches the wheel). It is built
+# without llamafile's matrix kernels, which compute a batch differently from single tokens and
+# would break exact (token-identical) verification. Add -DGGML_CUDA=on to CMAKE_ARGS for NVIDIA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CMAKE_ARGS="-DGGML_LLAMAFILE=OFF ${CMAKE_ARGS:-}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+case "${1:-demo}" in
+  demo)
+    python -m pip install ".[ui]"
+    ;;
+  test)
+    python -m pip install -e ".[test,ui]"
+    if ! command -v chromium >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+      else
+        echo "note: install Debian's chromium (apt-get install chromium) to run the browser tests" >&2
+      fi
+    fi
+    ;;
+  *)
+    echo "usage: bash scripts/setup.sh demo|test" >&2
+    exit 2
+    ;;
+esac

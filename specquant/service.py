@@ -1,0 +1,181 @@
+"""What a front end (the Gradio page, or any other) needs, with no UI code: models loaded once
+per process with progress, a side-by-side comparison as a stream of plain-data events, and
+the benchmark. The page renders these events; it never touches an engine.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .engine import Engine, InputError, load_engine
+from .speculative import Done, Step
+
+DRAFT_CHOICES = {  # what the page offers -> (policy, forced draft)
+    "auto": ("auto", None),
+    "seed": ("seed", None),
+    "Q4": ("auto", "q4"),
+    "Q8": ("auto", "q8"),
+    "Q4_0": ("auto", "q4_0"),
+    "lookup": ("auto", "lookup"),
+    "none": ("auto", "none"),
+}
+
+
+@dataclass
+class Settings:
+    draft: str = "auto"  # a key of DRAFT_CHOICES
+    k: str = "auto"
+    temperature: float = 0.0
+    seed: int = 0
+    max_tokens: int = 128
+    tier: str | None = None  # None: from the analysis
+    model: str | None = None  # None: the process default
+
+
+@dataclass
+class Loading:
+    """Model loading state, readable from any thread."""
+
+    status: str = "idle"  # idle, loading, ready, failed
+    message: str = ""
+    done: int = 0
+    total: int = 0
+    engine: Engine | None = None
+    error: str | None = None
+    event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else (100 if self.status == "ready" else 0)
+
+
+class Service:
+    """One per process: engines by model spec, loaded once, shared by every request."""
+
+    def __init__(self, default_model: str | None = None, n_ctx: int = 4096):
+        self.default_model = default_model
+        self.n_ctx = n_ctx
+        self._loads: dict[str, Loading] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, model: str | None) -> str:
+        return model or self.default_model or "(default)"
+
+    def start_loading(self, model: str | None = None) -> Loading:
+        """Begin loading ``model`` in the background (once); return its state."""
+        key = self._key(model)
+        with self._lock:
+            st = self._loads.get(key)
+            if st is not None and st.status != "failed":
+                return st
+            st = self._loads[key] = Loading(status="loading", message="starting")
+
+        def progress(done, total, name):
+            st.done, st.total, st.message = done, total, f"downloading {name}"
+
+        def log(msg):
+            st.message = msg
+
+        def work():
+            try:
+                spec = model or self.default_model
+                st.message = "loading models"
+                eng = load_engine(spec, n_ctx=self.n_ctx, progress=progress, log=log)
+                st.message = "measuring costs on this machine (once)"
+                for src in eng.auto_sources():
+                    eng.costs(src)
+                st.engine, st.status, st.message = eng, "ready", "ready"
+            except Exception as e:  # noqa: BLE001 - shown on the page in plain words
+                st.status, st.error = "failed", f"{e}"
+                st.message = f"could not load the model: {e}"
+                traceback.print_exc()
+            finally:
+                st.event.set()
+
+        threading.Thread(target=work, daemon=True, name=f"load {key}").start()
+        return st
+
+    def engine(self, model: str | None = None, timeout: float | None = None) -> Engine:
+        st = self.start_loading(model)
+        if not st.event.wait(timeout):
+            raise TimeoutError(f"the model is still loading ({st.percent}%: {st.message})")
+        if st.engine is None:
+            raise RuntimeError(st.message)
+        return st.engine
+
+    def status(self, model: str | None = None) -> Loading:
+        return self.start_loading(model)
+
+    # --- the comparison ---------------------------------------------------------------------
+    def compare(self, prompt: str, settings: Settings, stop: threading.Event | None = None) -> Iterator[dict]:
+        """Events: analysis, then plain steps and plain_done, then spec steps and spec_done,
+        then summary. Each is a dict of plain data. ``stop`` ends the run within one step."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("the prompt is empty: type a question or pick an example")
+        if settings.draft not in DRAFT_CHOICES:
+            raise InputError(f"unknown draft choice {settings.draft!r}")
+        if not isinstance(settings.max_tokens, int) or settings.max_tokens < 1:
+            raise InputError("max new tokens must be at least 1")
+        eng = self.engine(settings.model)
+        policy, forced = DRAFT_CHOICES[settings.draft]
+        k = None if settings.k in (None, "", "auto") else settings.k
+        with eng.lock:
+            analysis, decision = eng.route(prompt, policy=policy, tier=settings.tier, draft=forced, k=k)
+            plan = eng.plan(decision)
+            tokens = eng.prompt_tokens(prompt)
+            if plan["draft"] != "none":
+                eng.control(plan["draft"], plan["k"])  # load / calibrate before timing
+            yield {"type": "analysis", "analysis": analysis.to_dict(), "decision": decision.to_dict(),
+                   "label": decision.label, "model": eng.label}
+            kw = dict(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+            done = {}
+            for side, run_plan in (("plain", {"draft": "none", "k": 1}), ("spec", plan)):
+                for ev in eng.stream(tokens, **run_plan, **kw, stop=stop):
+                    if isinstance(ev, Done):
+                        done[side] = ev
+                        yield {"type": f"{side}_done", "text": ev.text, "tokens": len(ev.tokens),
+                               "stats": ev.stats.to_dict()}
+                    else:
+                        yield {"type": side, **_step(ev)}
+                if stop is not None and stop.is_set():
+                    yield {"type": "stopped", "side": side}
+                    return
+            eng.record(decision, done["spec"])
+        p, s = done["plain"].stats, done["spec"].stats
+        yield {
+            "type": "summary",
+            "speedup": s.tokens_per_s / p.tokens_per_s if p.tokens_per_s else None,
+            "identical": done["plain"].tokens == done["spec"].tokens,
+            "greedy": settings.temperature == 0,
+            "plain": p.to_dict(),
+            "spec": s.to_dict(),
+            "decision": decision.to_dict(),
+        }
+
+    def describe(self, model: str | None = None) -> dict:
+        st = self.status(model)
+        d = {"status": st.status, "message": st.message, "percent": st.percent}
+        if st.engine is not None:
+            d.update(st.engine.describe())
+            hw = st.engine.hardware
+            d["hardware"] = hw.to_dict() if hw else None
+            d["hardware_summary"] = hw.summary() if hw else ""
+        return d
+
+    def bench(self, prompts, drafts, ks, policies, max_tokens, progress=None, model=None) -> dict:
+        from .bench import parse_configs, run_bench
+
+        eng = self.engine(model)
+        with eng.lock:
+            return run_bench(eng, prompts, parse_configs(drafts, ks), policies=policies, max_tokens=max_tokens,
+                             progress=progress)
+
+
+def _step(ev: Step) -> dict:
+    return {"tokens": ev.tokens, "pieces": ev.pieces, "from_draft": ev.from_draft, "t": ev.t,
+            "drafted": ev.drafted, "accepted": ev.accepted}
+
+
+__all__ = ["Service", "Settings", "DRAFT_CHOICES", "InputError"]

@@ -1,0 +1,167 @@
+"""The Gradio page: rendering, the API through gradio_client, and a real Chromium via Playwright."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from ui import render  # noqa: E402
+
+from .conftest import ARTIFACTS  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run"]
+GROUNDED = ("Rewrite the following text in simpler words, keeping every fact.\n\nThe city council met on Tuesday to "
+            "discuss the new bicycle lanes on Main Street. Supporters said the lanes would make cycling safer and "
+            "reduce traffic. Opponents worried about the loss of parking spaces for local shops.")
+
+
+def test_pane_marks_draft_tokens_and_escapes():
+    out = render.pane_html(["<b>", "Hi", " there", "!"], [False, True, True, False])
+    assert '<span class="sq-tok sq-target">&lt;b&gt;</span>' in out
+    assert '<span class="sq-tok sq-draft">Hi there</span>' in out
+    assert render.pane_html(["a", "b"]) == '<div class="sq-pane">ab</div>'
+
+
+def test_summary_and_charts():
+    stats = {"wall_s": 1.0, "tokens_per_s": 50.0, "ttft_s": 0.1, "target_passes": 50, "tokens_per_pass": 1.0,
+             "drafted": 0, "accepted": 0, "acceptance_rate": 0.0, "draft_s": 0.0, "verify_s": 0.9,
+             "acceptance_by_pos": [0.9, 0.5]}
+    ev = {"plain": stats, "spec": dict(stats, tokens_per_s=75.0, drafted=10, accepted=8, acceptance_rate=0.8),
+          "speedup": 1.5, "identical": True, "greedy": True, "decision": {"draft": "lookup"}}
+    md = render.summary_md(ev)
+    assert "Speed-up: **1.50×**" in md and "identical-mark" in md and "8 (80%)" in md
+    none = render.summary_md(dict(ev, decision={"draft": "none"}))
+    assert "chose **not to draft**" in none
+    race = render.race_rows([(0.1, 1), (0.2, 2)], [(0.05, 2)])
+    assert race["run"].count("Plain FP16") == 3 and race["tokens"][-1] == 2
+    assert render.acceptance_rows(stats) == {"position": ["1", "2"], "acceptance": [0.9, 0.5]}
+
+
+@pytest.fixture(scope="module")
+def app(smol_paths):
+    from specquant.service import Service
+    from ui import build_demo, launch_kwargs
+
+    service = Service("demo")
+    demo = build_demo(service)
+    demo.queue(default_concurrency_limit=1).launch(prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    service.engine(timeout=300)  # loaded and calibrated before the tests time anything
+    yield demo
+    demo.close()
+
+
+def _compare(client, prompt, draft="auto", k="auto", max_tokens=48):
+    return client.submit(prompt, draft, k, "from analysis", 0, 0, max_tokens, "default", api_name="/compare")
+
+
+def test_compare_endpoint_streams_and_ends_with_statistics(app):
+    from gradio_client import Client
+
+    c = Client(app.local_url, verbose=False)
+    job = _compare(c, GROUNDED, draft="lookup", k="4")
+    updates = list(job)
+    assert len(updates) >= 4  # analysis, streaming panes, done, summary
+    final = job.result()
+    summary = final[4]
+    assert "Speed-up" in summary and "identical output" in summary and "tokens/s" in summary
+    assert "Tier:" in final[6] and "Decision" in final[6]
+    assert "sq-draft" in final[1]  # the SpecQuant pane marks drafted tokens
+
+
+def test_bad_input_comes_back_as_a_clean_error(app):
+    from gradio_client import Client
+
+    c = Client(app.local_url, verbose=False)
+    final = _compare(c, "   ").result()
+    assert "sq-error" in final[5] and "the prompt is empty" in final[5]
+    final = _compare(c, "Hi", draft="Q8", k="3").result()  # and the app keeps serving
+    assert "Speed-up" in final[4]
+
+
+def test_two_clients_at_once_both_complete(app):
+    from gradio_client import Client
+
+    results = {}
+
+    def go(name, prompt):
+        c = Client(app.local_url, verbose=False)
+        results[name] = _compare(c, prompt, max_tokens=24).result()
+
+    threads = [threading.Thread(target=go, args=(n, p)) for n, p in
+               (("a", "What is the capital of France?"), ("b", "List three colours."))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert set(results) == {"a", "b"}
+    assert all("Speed-up" in r[4] for r in results.values())
+
+
+def _browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    return pw, pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+
+
+def _pick(page, label, option):
+    page.get_by_label(label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_browser_runs_an_example_and_shows_results(app):
+    pw, browser = _browser()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(app.local_url)
+        page.get_by_text("Rewrite the following text in simpler words").first.click()  # an example
+        page.locator("#settings").get_by_text("Settings").first.click()
+        _pick(page, "Policy / draft", "Q8")
+        _pick(page, "Draft length", "4")
+        page.locator("#compare-btn").click()
+        page.wait_for_selector("#identical-mark", timeout=180_000)
+        assert page.locator("#plain-pane").inner_text().strip()
+        assert page.locator("#spec-pane").inner_text().strip()
+        summary = page.locator("#summary").inner_text()
+        assert "Speed-up:" in summary and "×" in summary
+        assert page.locator("#spec-pane .sq-draft").count() > 0  # draft-marked tokens
+        assert "accepted from the draft" in page.content()  # the legend
+        ARTIFACTS.mkdir(exist_ok=True)
+        time.sleep(1.0)  # let the charts draw
+        page.screenshot(path=str(ARTIFACTS / "ui-compare.png"), full_page=True)
+    finally:
+        browser.close()
+        pw.stop()
+
+
+def test_browser_stop_ends_a_run(app):
+    pw, browser = _browser()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(app.local_url)
+        page.get_by_label("Prompt").fill("Write a very long story about a dragon who learns to cook.")
+        page.locator("#settings").get_by_text("Settings").first.click()
+        page.get_by_label("Max new tokens").last.fill("512")
+        page.get_by_label("Max new tokens").last.press("Enter")
+        page.locator("#compare-btn").click()
+        page.wait_for_function("document.querySelector('#plain-pane').innerText.length > 40", timeout=120_000)
+        page.locator("#stop-btn").click()
+        page.wait_for_selector("#status :text('Stopped')", timeout=30_000)
+        time.sleep(1.0)
+        n = len(page.locator("#plain-pane").inner_text())
+        time.sleep(1.5)
+        assert len(page.locator("#plain-pane").inner_text()) == n  # nothing more arrives
+        assert "Speed-up" not in page.locator("#summary").inner_text()
+    finally:
+        browser.close()
+        pw.stop()

@@ -1,0 +1,242 @@
+"""The Gradio page: plain FP16 and SpecQuant side by side, streaming. Thin by design: it asks
+``specquant.service`` for events and renders them with ``ui.render``; no model logic here."""
+import json
+import os
+import tempfile
+import threading
+import time
+
+import gradio as gr
+
+from specquant.bench import load_prompts
+from specquant.service import DRAFT_CHOICES, Service, Settings
+
+from . import render
+
+EXAMPLES = [  # one per tier, and grounded tasks where prompt lookup shines
+    "What is the capital of France?",
+    "Please list five fruits that are red or yellow.",
+    "Compare the economies of Germany, Japan and Brazil, and explain how their exports differ because of "
+    "history and geography.",
+]
+UPDATE_EVERY_S = 0.08  # stream at most ~12 page updates per second per pane
+
+
+def _grounded_examples() -> list[str]:
+    ps = [p for p in load_prompts() if p.get("grounded")]
+    return [p["prompt"] for p in ps[:3]]
+
+
+def build_demo(service: Service | None = None, *, default_model: str | None = None) -> gr.Blocks:
+    default_model = default_model or os.environ.get("SPECQUANT_MODEL") or None
+    service = service or Service(default_model)
+    service.start_loading()  # in the background: the page is served at once
+    stops: dict[str, threading.Event] = {}
+
+    with gr.Blocks(title="SpecQuant — exact speculative decoding") as demo:
+        gr.Markdown(
+            "# SpecQuant\nThe same prompt answered twice on this machine, **one after the other**: plain FP16 "
+            "decoding, then speculative decoding where a draft (a Q8/Q4 copy of the model, or prompt lookup) "
+            "proposes tokens and the FP16 target verifies them in one batched pass. With greedy decoding the "
+            "answer is token for token the FP16 model's own. Whether drafting pays depends on the hardware: "
+            "the router measures it here and says so."
+        )
+        with gr.Tab("Compare"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    prompt = gr.Textbox(label="Prompt", lines=4, placeholder="Ask something, or pick an example")
+                    with gr.Row():
+                        go = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+                    gr.Examples(EXAMPLES + _grounded_examples(), inputs=[prompt], label="Examples (low, medium, "
+                                "high tier; then grounded tasks)", examples_per_page=6)
+                with gr.Column(scale=2):
+                    with gr.Accordion("Settings", open=False, elem_id="settings"):
+                        draft = gr.Dropdown(list(DRAFT_CHOICES), value="auto", label="Policy / draft",
+                                            info="auto: measured router · seed: tier rule · or force a draft")
+                        k = gr.Dropdown(["auto", "1", "2", "3", "4", "6", "8"], value="auto", label="Draft length")
+                        tier = gr.Dropdown(["from analysis", "low", "medium", "high"], value="from analysis",
+                                           label="Tier")
+                        temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
+                        seed = gr.Number(value=0, precision=0, label="Seed")
+                        max_tokens = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
+                        family = gr.Dropdown(_families(default_model), value=default_model or "default",
+                                             label="Model family")
+                    analysis = gr.Markdown("*The analysis of your prompt appears here.*", elem_id="analysis")
+            status = gr.HTML("", elem_id="status")
+            gr.Markdown("Both panes run **on the same hardware, one after the other** (plain first).")
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("### Plain FP16")
+                    plain_pane = gr.HTML(render.pane_html([], empty="waiting"), elem_id="plain-pane")
+                    plain_live = gr.HTML("", elem_id="plain-live")
+                with gr.Column():
+                    spec_title = gr.Markdown("### SpecQuant (FP16 + draft)")
+                    gr.HTML(render.LEGEND)
+                    spec_pane = gr.HTML(render.pane_html([], empty="waiting"), elem_id="spec-pane")
+                    spec_live = gr.HTML("", elem_id="spec-live")
+            summary = gr.Markdown("", elem_id="summary")
+            with gr.Row():
+                race = gr.LinePlot(x="seconds", y="tokens", color="run", title="Race: tokens over time",
+                                   height=260)
+                accept = gr.BarPlot(x="position", y="acceptance", title="Acceptance by draft position",
+                                    y_lim=[0, 1], height=260)
+        with gr.Tab("Hardware & models"):
+            hw_md = gr.Markdown("loading…", elem_id="hardware")
+            refresh = gr.Button("Refresh")
+        with gr.Tab("Benchmark"):
+            gr.Markdown("Runs the bundled prompt set plain and with each draft source; plain runs are interleaved "
+                        "so drift hits both sides. Model loading and warm-up are left out of the timings.")
+            with gr.Row():
+                cats = gr.CheckboxGroup(sorted({p["category"] for p in load_prompts()}), value=["grounded", "facts"],
+                                        label="Categories")
+                limit = gr.Slider(1, len(load_prompts()), value=6, step=1, label="At most this many prompts")
+                b_drafts = gr.CheckboxGroup(["q8", "q4", "q4_0", "lookup"], value=["q8", "lookup"],
+                                            label="Draft sources")
+                b_ks = gr.CheckboxGroup(["1", "2", "4", "8", "auto"], value=["4", "auto"], label="Draft lengths")
+                b_tokens = gr.Slider(16, 256, value=64, step=16, label="Max new tokens")
+            b_go = gr.Button("Run benchmark", variant="primary")
+            b_status = gr.HTML("")
+            b_table = gr.Dataframe(label="Results", interactive=False)
+            b_plot = gr.BarPlot(x="configuration", y="speedup", color="draft", title="Speed-up by configuration",
+                                height=280)
+            b_file = gr.File(label="bench.json")
+
+        def settings_of(d, kk, t, tmp, sd, mt, fam) -> Settings:
+            return Settings(draft=d, k=kk, temperature=float(tmp), seed=int(sd or 0), max_tokens=int(mt),
+                            tier=None if t == "from analysis" else t,
+                            model=None if fam in (None, "default") else fam)
+
+        def compare(text, d, kk, t, tmp, sd, mt, fam, request: gr.Request):
+            sid = getattr(request, "session_hash", None) or "anon"
+            stop = stops[sid] = threading.Event()
+            # Every yield carries the whole view, so the last one is the complete result (API too).
+            view = {plain_pane: render.pane_html([], empty="…"), spec_pane: render.pane_html([], empty="waiting"),
+                    plain_live: "", spec_live: "", summary: "", status: "", analysis: "*Analysing…*",
+                    spec_title: "### SpecQuant (FP16 + draft)", race: None, accept: None}
+
+            def show(changes):
+                view.update(changes)
+                return dict(view)
+
+            yield show({})
+            cur = {"plain": ([], [], [], [0, 0]), "spec": ([], [], [], [0, 0])}  # pieces, from_draft, points, counts
+            last = 0.0
+            try:
+                settings = settings_of(d, kk, t, tmp, sd, mt, fam)
+                st = service.status(settings.model)
+                while st.status == "loading":
+                    yield show({status: render.note_html(f"Loading the model: {st.message} ({st.percent}%)")})
+                    time.sleep(0.5)
+                for ev in service.compare(text, settings, stop=stop):
+                    typ = ev["type"]
+                    if typ == "analysis":
+                        label = ev["label"] if ev["decision"]["draft"] != "none" else "no draft"
+                        yield show({analysis: render.analysis_md(ev), spec_title: f"### SpecQuant (FP16 + {label})",
+                                    status: ""})
+                    elif typ in ("plain", "spec"):
+                        pieces, src, pts, counts = cur[typ]
+                        pieces += ev["pieces"]
+                        src += ev["from_draft"]
+                        pts.append((ev["t"], len(pieces)))
+                        counts[0] += ev["drafted"]
+                        counts[1] += ev["accepted"]
+                        now = time.perf_counter()
+                        if now - last >= UPDATE_EVERY_S:
+                            last = now
+                            yield show(_pane_update(typ, cur, ev, plain_pane, spec_pane, plain_live, spec_live))
+                    elif typ in ("plain_done", "spec_done"):
+                        side = typ[:-5]
+                        s = ev["stats"]
+                        pane, live = (plain_pane, plain_live) if side == "plain" else (spec_pane, spec_live)
+                        pieces, src = cur[side][:2]
+                        yield show({pane: render.pane_html(pieces, src if side == "spec" else None, empty="(no tokens)"),
+                                    live: render.live_line(s["tokens"], s["wall_s"], s["drafted"], s["accepted"])})
+                    elif typ == "stopped":
+                        where = "plain" if ev["side"] == "plain" else "SpecQuant"
+                        yield show({status: render.note_html(f"Stopped during the {where} run.")})
+                    elif typ == "summary":
+                        import pandas as pd
+
+                        yield show({summary: render.summary_md(ev),
+                                    race: pd.DataFrame(render.race_rows(cur["plain"][2], cur["spec"][2])),
+                                    accept: pd.DataFrame(render.acceptance_rows(ev["spec"]))})
+            except Exception as e:  # noqa: BLE001 - every failure is shown in plain words; the app keeps serving
+                yield show({status: render.error_md(str(e) or e.__class__.__name__)})
+            finally:
+                stops.pop(sid, None)
+
+        def do_stop(request: gr.Request):
+            ev = stops.get(getattr(request, "session_hash", None) or "anon")
+            if ev:
+                ev.set()
+
+        inputs = [prompt, draft, k, tier, temperature, seed, max_tokens, family]
+        outputs = [plain_pane, spec_pane, plain_live, spec_live, summary, status, analysis, spec_title, race, accept]
+        go.click(compare, inputs, outputs, api_name="compare")
+        prompt.submit(compare, inputs, outputs, api_name=False)
+        stop_btn.click(do_stop, None, None, api_name="stop", queue=False)
+
+        def hw_info(fam):
+            return render.hardware_md(service.describe(None if fam in (None, "default") else fam))
+
+        refresh.click(hw_info, [family], [hw_md], api_name=False)
+        demo.load(hw_info, [family], [hw_md], api_name=False)
+        gr.Timer(2.0).tick(hw_info, [family], [hw_md], api_name=False)
+
+        def bench(categories, n, drafts_sel, ks_sel, tokens, fam, progress=gr.Progress()):
+            import pandas as pd
+
+            prompts = [p for p in load_prompts() if p["category"] in (categories or [])][: int(n)]
+            if not prompts or not drafts_sel or not ks_sel:
+                return render.error_md("Pick at least one category, one draft source and one draft length."), \
+                    None, None, None
+            try:
+                res = service.bench(prompts, ",".join(drafts_sel), ",".join(ks_sel), ["auto"], int(tokens),
+                                    progress=lambda i, total, msg: progress(i / total, desc=msg),
+                                    model=None if fam in (None, "default") else fam)
+            except Exception as e:  # noqa: BLE001
+                return render.error_md(str(e)), None, None, None
+            rows = [{"configuration": name, "draft": s.get("draft", s.get("policy", "oracle")),
+                     "speedup": round(s["speedup"] or 0, 3), "min per prompt": round(s["min_speedup"], 3),
+                     "acceptance": None if s["acceptance"] is None else round(s["acceptance"], 3),
+                     "tokens/pass": round(s["tokens_per_pass"], 2), "identical": f"{s['identical']}/{s['prompts']}",
+                     "time normal (s)": round(s["seconds_plain"], 2), "time SpecQuant (s)": round(s["seconds_spec"], 2)}
+                    for name, s in res["summary"].items()]
+            path = os.path.join(tempfile.mkdtemp(prefix="specquant-bench-"), "bench.json")
+            with open(path, "w") as f:
+                json.dump(res, f, indent=1)
+            df = pd.DataFrame(rows)
+            return (render.note_html(f"Done: {len(prompts)} prompts."), df,
+                    df[["configuration", "speedup", "draft"]], path)
+
+        b_go.click(bench, [cats, limit, b_drafts, b_ks, b_tokens, family], [b_status, b_table, b_plot, b_file],
+                   api_name="bench", cancels=None)
+    return demo
+
+
+def _pane_update(typ, cur, ev, plain_pane, spec_pane, plain_live, spec_live):
+    pieces, src, _, (drafted, accepted) = cur[typ]
+    if typ == "plain":
+        return {plain_pane: render.pane_html(pieces), plain_live: render.live_line(len(pieces), ev["t"])}
+    return {spec_pane: render.pane_html(pieces, src),
+            spec_live: render.live_line(len(pieces), ev["t"], drafted, accepted)}
+
+
+def _families(default_model):
+    from specquant.catalog import families
+
+    return ["default", "demo"] + list(families()) + ([default_model] if default_model and default_model not in
+                                                      families() and default_model != "demo" else [])
+
+
+def launch_kwargs() -> dict:
+    return {"css": render.CSS, "ssr_mode": False}
+
+
+def launch(demo=None, **kw):
+    """Queue (one run at a time by default: SPECQUANT_CONCURRENCY) and serve."""
+    demo = demo or build_demo()
+    concurrency = int(os.environ.get("SPECQUANT_CONCURRENCY", "1"))
+    demo.queue(default_concurrency_limit=concurrency)
+    return demo.launch(**{**launch_kwargs(), **kw})
