@@ -53,6 +53,7 @@ def _run_parser() -> argparse.ArgumentParser:
         epilog="Subcommands: `specquant analyze PROMPT`, `specquant models`, `specquant bench`, `specquant prepare`.",
     )
     p.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
+    p.add_argument("--prompt-file", help="read the prompt from this file (- for standard input)")
     _engine_args(p)
     _route_args(p)
     p.add_argument("--max-tokens", type=int, default=128)
@@ -103,9 +104,24 @@ def _analysis_lines(analysis, decision) -> list[str]:
     ]
 
 
+def _read_prompt(path: str) -> str:
+    from .speculative import InputError
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    except OSError as e:
+        raise InputError(f"cannot read the prompt file: {e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"the prompt file is not text (not valid UTF-8): {path}") from None
+
+
 def cmd_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt
+    if args.prompt_file:
+        prompt = _read_prompt(args.prompt_file)
     eng = _open_engine(args)
     analysis, decision = eng.route(prompt, policy=args.policy, tier=args.tier, draft=args.draft, k=args.draft_len)
     plan = eng.plan(decision)

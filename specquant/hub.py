@@ -39,7 +39,16 @@ def endpoint() -> str:
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    """HF_HUB_OFFLINE as it is now. huggingface_hub reads it once, at import; keep its copy in step
+    so that setting or clearing the variable later (a long-running app, tests) takes effect."""
+    value = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = value
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        pass
+    return value
 
 
 def cache_dir() -> Path:
@@ -134,10 +143,11 @@ def _tqdm_for(progress: Progress | None, name: str, state: dict):
 def download(repo: str, filenames: list[str], *, revision: str = "main",
              progress: Progress | None = None) -> list[Path]:
     """Download (or find in the cache) ``filenames`` of ``repo``; return local paths in order."""
+    is_offline = offline()
     from huggingface_hub import hf_hub_download
 
     kw = dict(repo_id=repo, revision=revision, cache_dir=str(cache_dir()))
-    if offline():
+    if is_offline:
         out = []
         for f in filenames:
             try:

@@ -119,10 +119,17 @@ def test_bad_input_writes_nothing_outside_cache_and_data(tiny_paths, tmp_path):
     home.mkdir()
     work.mkdir()
     env = dict(ENV, HOME=str(home), SPECQUANT_HOME=str(tmp_path / "sq"), HF_HUB_CACHE=str(tmp_path / "hf"),
-               SPECQUANT_NLTK_DOWNLOAD="0", XDG_CACHE_HOME=str(home / ".cache"), XDG_DATA_HOME=str(home / ".local"))
+               SPECQUANT_NLTK_DOWNLOAD="0", XDG_CACHE_HOME=str(home / ".cache"), XDG_DATA_HOME=str(home / ".local"),
+               HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens there: the Hub is unreachable
+    env.pop("HF_HUB_OFFLINE", None)
+    huge = tmp_path / "huge.txt"
+    huge.write_text("word " * 100_000)
+    binary = tmp_path / "image.bin"
+    binary.write_bytes(bytes(range(256)) * 10)
     cases = [
         (["--target", str(tiny_paths["F16"]), "--prompt", "   "], "the prompt is empty"),
-        (["--target", str(tiny_paths["F16"]), "--ctx", "512", "--prompt", "word " * 100_000], "longer than the context"),
+        (["--target", str(tiny_paths["F16"]), "--ctx", "512", "--prompt-file", str(huge)], "longer than the context"),
+        (["--target", str(tiny_paths["F16"]), "--prompt-file", str(binary)], "not text"),
         (["--model", "no-such-family", "--prompt", "hi"], "unknown model family"),
         (["analyze", "   ", "--target", str(tiny_paths["F16"])], "the prompt is empty"),
         (["--model", "testorg/repo", "--prompt", "hi"], "cannot reach the Hugging Face Hub"),
@@ -133,7 +140,7 @@ def test_bad_input_writes_nothing_outside_cache_and_data(tiny_paths, tmp_path):
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])
     assert list(work.iterdir()) == [] and list(home.iterdir()) == []
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
-    assert written <= {"sq", "hf"}
+    assert written <= {"sq", "hf", "huge.txt", "image.bin"}
 
 
 def test_non_text_prompt_is_refused(tiny_paths):
