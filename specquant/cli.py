@@ -16,6 +16,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="a local F16 GGUF (same as --model PATH)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--backend", choices=["llama.cpp", "mlx"],
+                   help="inference engine (default: mlx on Apple Silicon, llama.cpp elsewhere)")
 
 
 def _route_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +43,8 @@ def _open_engine(args):
             last["pct"] = pct
             print(f"downloading {name}: {pct}% of {total / 2**20:.0f} MiB", file=sys.stderr, flush=True)
 
-    eng = load_engine(args.model or args.target, n_ctx=args.ctx, n_threads=args.threads, progress=progress, log=log)
+    eng = load_engine(args.model or args.target, n_ctx=args.ctx, n_threads=args.threads, progress=progress, log=log,
+                      backend=args.backend)
     warn_if_inexact(eng)
     return eng
 

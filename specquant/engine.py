@@ -45,7 +45,7 @@ def parse_k(value) -> int | str:
     return k
 
 
-AUTO_SOURCES = ("q8", "q4_0", "lookup")  # what policy auto weighs (plus a sibling, if any)
+AUTO_SOURCES = {"llama.cpp": ("q8", "q4_0", "lookup"), "mlx": ("q8", "q4", "lookup")}  # + a sibling, if any
 CALIBRATION_MAX_AGE_S = 30 * 24 * 3600
 
 
@@ -90,6 +90,16 @@ class Engine:
         for spec, path in self.draft_files.items():
             if normalize_qtype(spec) == q:
                 return path
+        if self.backend == "mlx":  # MLX drafts: 8-bit or 4-bit folders made with mlx_lm.convert
+            from .mlx_models import quantize_mlx
+
+            bits = {"Q8_0": 8, "Q4_K_M": 4, "Q4_0": 4}.get(q)
+            if bits is None:
+                raise InputError(f"the MLX backend makes 8-bit and 4-bit drafts (q8, q4), not {qtype}")
+            t0 = time.perf_counter()
+            out = quantize_mlx(self.target.path, bits)
+            self.load_s[f"quantize {bits}bit"] = time.perf_counter() - t0
+            return out
         name = self.target.path.name
         for tag, new in ((".F16.", f".{q}."), ("-F16.", f"-{q}."), (".f16.", f".{q.lower()}."),
                          ("-f16.", f"-{q.lower()}."), ("-fp16.", f"-{q.lower()}.")):
@@ -119,6 +129,8 @@ class Engine:
             q = normalize_qtype(key)
             src = ModelDraft(self._load(self.draft_path(q)), self.target, name=q)
         elif Path(spec).expanduser().exists() or os.sep in spec or spec.endswith(".gguf"):
+            if not Path(spec).expanduser().exists():
+                raise InputError(f"draft model not found: {spec}")
             src = ModelDraft(self._load(spec), self.target)
         else:
             raise InputError(f"unknown draft {spec!r}: use q8, q4, q4_0, lookup, none or a model path")
@@ -171,7 +183,7 @@ class Engine:
         return c
 
     def auto_sources(self) -> list[str]:
-        return list(AUTO_SOURCES) + (["sibling"] if self.sibling else [])
+        return list(AUTO_SOURCES.get(self.backend, AUTO_SOURCES["llama.cpp"])) + (["sibling"] if self.sibling else [])
 
     def route(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
               k=None, analyzer: str = "auto"):
@@ -275,20 +287,21 @@ __all__ = ["Engine", "InputError", "BackendError", "parse_k"]
 
 
 def load_engine(model: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None, progress=None,
-                with_sibling: bool = False, log=None) -> Engine:
+                with_sibling: bool = False, log=None, backend: str | None = None) -> Engine:
     """The engine for ``model`` (family, ``demo``, Hub repo or local GGUF). Without one: the
     default family for this hardware, or the demo model when the Hub can't be reached."""
     from . import catalog, hardware, hub
 
     log = log or (lambda msg: None)
     hw = hardware.detect()
+    backend = backend or os.environ.get("SPECQUANT_BACKEND") or hw.backend
     if model is None:
         fam = hardware.default_family(hw)
         try:
-            ms = catalog.resolve(fam, progress=progress, with_sibling=with_sibling)
+            ms = catalog.resolve(fam, progress=progress, with_sibling=with_sibling, backend=backend)
         except hub.HubError as e:
             log(f"{e}\nUsing the demo model instead.")
-            ms = catalog.resolve("demo", progress=progress)
+            ms = catalog.resolve("demo", progress=progress, backend=backend)
     else:
         try:
             fam = catalog.get_family(model)
@@ -296,7 +309,7 @@ def load_engine(model: str | None = None, *, n_ctx: int = 4096, n_threads: int |
             fam = None
         if fam is not None:
             hardware.check_fits(hw, fam.params_b, fam.name)
-        ms = catalog.resolve(model, progress=progress, with_sibling=with_sibling)
-    eng = Engine.from_model_set(ms, n_ctx=n_ctx, n_threads=n_threads)
+        ms = catalog.resolve(model, progress=progress, with_sibling=with_sibling, backend=backend)
+    eng = Engine.from_model_set(ms, n_ctx=n_ctx, n_threads=n_threads, backend=backend)
     eng.hardware = hw
     return eng

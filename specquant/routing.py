@@ -172,7 +172,7 @@ def decide(
         why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
                         for x in candidates[:3])
         return Decision("none", 0, "auto", tier, 1.0, None, None,
-                        f"no draft: nothing is expected to beat plain decoding on this machine"
+                        "no draft: nothing is expected to beat plain decoding on this machine"
                         + (f" (best: {why})" if why else ""), candidates)
     top = candidates[0]
     k = top["k"]

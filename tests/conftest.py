@@ -57,3 +57,15 @@ def smol_drafts(smol_paths):
     from backends import load_model
 
     return {k: load_model(smol_paths[k], n_ctx=2048) for k in ("Q8_0", "Q4_K_M", "Q4_0")}
+
+
+@pytest.fixture(scope="session")
+def mlx_paths(prepared):
+    """MLX models: tiny (parent, 8bit, 4bit), SmolLM2 from the GGUF, and a tiny one with another vocabulary."""
+    pytest.importorskip("mlx_lm", reason="MLX is not installed (pip install 'specquant[mlx]')")
+    from specquant.mlx_models import prepare_mlx, write_tiny_hf
+    from specquant.paths import models_dir
+
+    p = prepare_mlx(quiet=True)
+    p["other"] = write_tiny_hf(models_dir() / "mlx" / "tiny-llama-other-vocab", vocab_size=300)
+    return p

@@ -89,7 +89,7 @@ class Handler(BaseHTTPRequestHandler):
                                     "path": f} for f in files])
             return self._error(404, "EntryNotFound", "unknown api")
         if len(parts) >= 5 and parts[2] == "resolve":
-            org, name, rev, fname = parts[0], parts[1], parts[3], "/".join(parts[4:])
+            org, name, fname = parts[0], parts[1], "/".join(parts[4:])  # any revision: one snapshot per repo
             d = self._repo(org, name)
             if d is None:
                 return self._error(404, "RepoNotFound", f"Repository {org}/{name} not found")
