@@ -69,37 +69,41 @@ def best_k(costs: Costs, a: float, k_max: int) -> tuple[int, float]:
     return best
 
 
-def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 5, 9), repeats: int = 3) -> Costs:
+def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 5, 9), rounds: int = 6) -> Costs:
     """Time target passes of n tokens (and draft steps) on ``context``, then roll back.
 
-    Done once when models load; its time is model-load time, never part of a run.
+    The shapes are measured in interleaved rounds (1, 2, 3, 5, 9, draft, 1, 2, ...) and the
+    fastest of each kept, so a busy moment on a shared machine neither inflates one shape
+    against another nor the level. Done once when models load: load time, never run time.
     """
-    costs = Costs()
     base = list(context)[: max(1, min(len(context), target.n_ctx - max(ns) - 1))]
+    filler = [base[-1]] * max(ns)
     target.reset()
     target.prefill(base)
-    filler = [base[-1]] * max(ns)
-    for n in ns:
-        best = math.inf
-        for _ in range(repeats + 1):  # the first pass of each shape warms it up
-            t0 = time.perf_counter()
-            target.eval(filler[:n])
-            best = min(best, time.perf_counter() - t0)
-            target.rollback(len(base))
-        costs.verify[n] = best
-    target.reset()
     if draft_model is not None:
         draft_model.reset()
         draft_model.prefill(base)
-        best = math.inf
-        for _ in range(repeats + 2):
+    best = {n: math.inf for n in ns}
+    best_draft = math.inf
+    for r in range(rounds + 1):  # round 0 warms every shape up and is not counted
+        for n in ns:
+            t0 = time.perf_counter()
+            target.eval(filler[:n])
+            dt = time.perf_counter() - t0
+            target.rollback(len(base))
+            if r:
+                best[n] = min(best[n], dt)
+        if draft_model is not None:
             t0 = time.perf_counter()
             draft_model.eval([base[-1]])
-            best = min(best, time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
             draft_model.rollback(len(base))
-        costs.draft_step = best
+            if r:
+                best_draft = min(best_draft, dt)
+    target.reset()
+    if draft_model is not None:
         draft_model.reset()
-    return costs
+    return Costs(best, best_draft if draft_model is not None else 0.0)
 
 
 class DraftControl:

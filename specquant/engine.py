@@ -46,7 +46,7 @@ def parse_k(value) -> int | str:
 
 
 AUTO_SOURCES = {"llama.cpp": ("q8", "q4_0", "lookup"), "mlx": ("q8", "q4", "lookup")}  # + a sibling, if any
-CALIBRATION_MAX_AGE_S = 30 * 24 * 3600
+CALIBRATION_MAX_AGE_S = 24 * 3600  # machines change load; measure again daily
 
 
 class Engine:
