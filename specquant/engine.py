@@ -233,7 +233,7 @@ class Engine:
         src = self.draft(spec)
         if k == "auto" and prior is not None:
             return DraftControl("auto", costs=self.costs(spec), free_draft=isinstance(src, PromptLookup),
-                                prior=prior, prior_weight=4.0)
+                                prior=prior, prior_weight=2.0)  # evidence should overrule a guess fast
         if k == "auto":
             if isinstance(src, PromptLookup):  # free to draft, but right less often than a model
                 return DraftControl("auto", costs=self.costs(spec), free_draft=True, prior=0.5, prior_weight=2.0)
