@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import write_result  # noqa: E402 - also puts the project on sys.path
 
 from backends import load_model  # noqa: E402
 from specquant.bench import load_prompts  # noqa: E402
@@ -87,10 +84,7 @@ def main() -> int:
                             "identical_outputs": same, "runs": len(ours_tps)})
         print(f"k={k}: ours {statistics.median(ours_tps):.2f} tok/s vs mlx-lm {statistics.median(theirs_tps):.2f} "
               f"-> {ratio:.3f}x; identical outputs {same}/{len(ours_tps)}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {out}")
+    write_result(res, args.out)
     return 0
 
 

@@ -20,8 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, write_result  # noqa: E402 - also puts the project on sys.path
 
 from specquant.bench import load_prompts  # noqa: E402
 from specquant.control import DraftControl  # noqa: E402
@@ -111,10 +110,7 @@ def main() -> int:
                                 "native_tok_s": tok_nat / t_nat, "ours_tok_s": tok_our / t_our, "runs": rows})
             print(f"{spec} k={k}: ours {tok_our / t_our:.1f} tok/s vs native {tok_nat / t_nat:.1f} -> {ratio:.3f}x",
                   flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {out}")
+    write_result(res, args.out)
     return 0
 
 
