@@ -84,7 +84,7 @@ def summary_md(ev: dict) -> str:
         note = ("\n\nSpecQuant chose **not to draft** here (see the decision above), so both runs did the same "
                 "work: the difference is measurement noise.")
     return "\n".join([
-        (f"### Speed-up: **{speed:.2f}×**" if speed else "### Speed-up: —") + note,
+        (f"### Speed-up: **{speed:.2f}×**" if speed else "### Speed-up: —") + note, "",
         same, "",
         "| | Plain FP16 | SpecQuant |", "|---|---|---|",
         f"| time | {p['wall_s']:.2f} s | {s['wall_s']:.2f} s |",
