@@ -1,6 +1,7 @@
 """Downloads against a real local HTTP server speaking the Hub's protocol (tests/hub_server.py)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -165,3 +166,26 @@ def test_engine_from_hub_repo_runs_identically(server):
     spec = eng.run("Hello there", draft="q8", k=3, max_tokens=20)
     assert spec.tokens == plain.tokens and spec.stats.drafted > 0
     assert eng.draft_path("q8") == eng.model_set.drafts["q8"]  # the downloaded draft, not a local one
+
+
+def test_mlx_model_folder_from_the_hub(server, mlx_paths):
+    """An MLX repo (config, safetensors, tokenizer) downloads as one folder that loads and runs."""
+    from backends import load_model
+    from specquant.speculative import run
+
+    repo = server.root / "testorg" / "tiny-mlx"
+    shutil.copytree(mlx_paths["tiny"]["parent"], repo)
+    ms = catalog.resolve("testorg/tiny-mlx", backend="mlx")
+    assert ms.source == "hub" and (ms.target / "config.json").exists()
+    assert str(ms.target).startswith(str(hub.cache_dir())) and ms.missing == ["q8", "q4"]
+    m = load_model(ms.target, "mlx", n_ctx=256)
+    assert run(m, m.tokenize("Hello there"), max_tokens=4, stop_at_eos=False).stats.tokens == 4
+    with pytest.raises(hub.NotOnHub, match="not an MLX model repo"):
+        catalog.resolve("testorg/tiny-GGUF", backend="mlx")
+    # A catalog family on MLX: the bf16 parent and the mlx-community 8-bit / 4-bit drafts.
+    fam = catalog.get_family("smollm2-135m").repos["mlx"]
+    for key, src in (("bf16", "parent"), ("8bit", "8bit"), ("4bit", "4bit")):
+        shutil.copytree(mlx_paths["tiny"][src], server.root / fam[key])
+    ms = catalog.resolve("smollm2-135m", backend="mlx")
+    assert set(ms.drafts) == {"q8", "q4"} and not ms.missing
+    assert json.loads((ms.drafts["q8"] / "config.json").read_text())["quantization"]["bits"] == 8
