@@ -10,7 +10,6 @@ stops drafting instead of slowing the answer.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -125,7 +124,7 @@ class DraftControl:
         self.auto = k == "auto"
         self.k_fixed = k if not self.auto else None
         self.k_max = k_max
-        self.costs = copy.deepcopy(costs)  # as calibrated; a run tracks only their level (_costs)
+        self.costs = costs  # as calibrated, never changed; a run tracks only their level (_costs)
         self.free_draft = free_draft  # e.g. prompt lookup: drafting costs (nearly) nothing
         self.prior, self.prior_weight = prior, prior_weight
         self.probe_every = probe_every

@@ -23,7 +23,7 @@ from .drafts import DraftSource, ModelDraft, PromptLookup
 from .paths import cache_dir
 from .quantize import ALIASES, normalize_qtype, quantize, source_id
 from .sampling import Sampler
-from .speculative import Done, InputError, Step, decode
+from .speculative import Done, InputError, Step, decode, finish
 
 DEFAULT_P_MIN = 0.5  # with k = auto, a draft token the draft itself doubts ends the draft
 CALIBRATION_TEXT = (
@@ -231,14 +231,16 @@ class Engine:
     def control(self, spec: str, k, prior: float | None = None) -> DraftControl:
         k = parse_k(k)
         src = self.draft(spec)
-        if k == "auto" and prior is not None:
-            return DraftControl("auto", costs=self.costs(spec), free_draft=isinstance(src, PromptLookup),
-                                prior=prior, prior_weight=2.0)  # evidence should overrule a guess fast
-        if k == "auto":
-            if isinstance(src, PromptLookup):  # free to draft, but right less often than a model
-                return DraftControl("auto", costs=self.costs(spec), free_draft=True, prior=0.5, prior_weight=2.0)
-            return DraftControl("auto", costs=self.costs(spec))
-        return DraftControl(k)
+        if k != "auto":
+            return DraftControl(k)
+        lookup = isinstance(src, PromptLookup)
+        if prior is not None:  # the router's guess: evidence should overrule it fast
+            belief = {"prior": prior, "prior_weight": 2.0}
+        elif lookup:  # free to draft, but right less often than a model
+            belief = {"prior": 0.5, "prior_weight": 2.0}
+        else:
+            belief = {}
+        return DraftControl("auto", costs=self.costs(spec), free_draft=lookup, **belief)
 
     # --- runs -------------------------------------------------------------------------------
     def prompt_tokens(self, prompt: str, *, chat: bool = True, system: str | None = None) -> list[int]:
@@ -269,10 +271,7 @@ class Engine:
                       stop_at_eos=stop_at_eos, stop=stop)
 
     def run(self, prompt, **kw) -> Done:
-        for ev in self.stream(prompt, **kw):
-            if isinstance(ev, Done):
-                return ev
-        raise AssertionError("no Done event")  # pragma: no cover
+        return finish(self.stream(prompt, **kw))
 
     def describe(self) -> dict:
         models = [self.target.describe()] + [

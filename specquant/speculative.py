@@ -234,9 +234,14 @@ def decode(
     yield Done(out, target.detokenize(out), st, sources)
 
 
-def run(target: Model, prompt: list[int], **kw) -> Done:
-    """Run ``decode`` to the end and return its ``Done``."""
-    for ev in decode(target, prompt, **kw):
+def finish(events: Iterator[Step | Done]) -> Done:
+    """Consume a run's events and return its ``Done``."""
+    for ev in events:
         if isinstance(ev, Done):
             return ev
     raise AssertionError("decode ended without Done")  # pragma: no cover
+
+
+def run(target: Model, prompt: list[int], **kw) -> Done:
+    """Run ``decode`` to the end and return its ``Done``."""
+    return finish(decode(target, prompt, **kw))
