@@ -6,6 +6,7 @@ decode and KV-cache rollback; llama-cpp-python's high-level ``Llama`` hides both
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -72,6 +73,24 @@ def physical_cores() -> int:
     except OSError:
         pass
     return max(1, os.cpu_count() or 1)
+
+
+def build_id() -> str:
+    """Which llama.cpp build is loaded (version and library files): measured costs belong to it."""
+    lc = _llama()
+    lib = Path(getattr(lc.llama_cpp._lib, "_name", "") or "")
+    parts = [getattr(lc, "__version__", "?")]
+    if lib.parent.is_dir():
+        for f in sorted(lib.parent.glob("lib*.so*")) + sorted(lib.parent.glob("*.dylib")) + sorted(lib.parent.glob("*.dll")):
+            if not f.is_symlink():
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+
+
+def patched_build() -> bool:
+    """llama-cpp-python built by scripts/build_llama_cpp.py (batch-invariant CPU kernels)."""
+    return "+specquant" in getattr(_llama(), "__version__", "")
 
 
 def gpu_offload() -> bool:
@@ -181,6 +200,11 @@ class LlamaCppModel(Model):
         cp.n_threads = self.n_threads
         cp.n_threads_batch = self.n_threads
         cp.no_perf = True
+        # llama.cpp's CPU flash attention splits one token's attention over the cache across
+        # threads (from 512 cached tokens), a batch's not: a verify pass and one-token steps
+        # would disagree. Our build (scripts/build_llama_cpp.py) drops that split; any other
+        # build, or a GPU, gets flash attention off.
+        cp.flash_attn_type = -1 if patched_build() and n_gpu_layers == 0 else 0
         ctx = lc.llama_init_from_model(self._w.ptr, cp)
         if not ctx:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path}")
@@ -216,6 +240,8 @@ class LlamaCppModel(Model):
             threads=self.n_threads,
             file_type=self._w.meta("general.file_type"),
             batch_invariant=getattr(self._w, "_batch_invariant", None),
+            build=build_id(),
+            llama_cpp=getattr(_llama(), "__version__", "?"),
         )
         return d
 

@@ -4,7 +4,7 @@
 # flags, so benchmarks compare like with like. ~15 min on 2 cores; cached afterwards.
 # Usage: bash benchmarks/build_native.sh   -> prints the bin directory
 set -euo pipefail
-ver=$(python3 -c "import llama_cpp; print(llama_cpp.__version__)")
+ver=$(python3 -c "import llama_cpp; print(llama_cpp.__version__.split('+')[0])")  # stock llama.cpp, without our patch
 cache="${SPECQUANT_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/specquant}/native/llama-cpp-python-$ver"
 bin="$cache/build/bin"
 if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-speculative-simple" ]; then echo "$bin"; exit 0; fi

@@ -88,8 +88,8 @@ def _stats_lines(label: str, st) -> list[str]:
 INEXACT_WARNING = (
     "warning: this llama-cpp-python build computes a batch of tokens slightly differently from one "
     "token at a time (llamafile sgemm), so in rare near-ties the speculative answer can differ from "
-    "plain decoding. Rebuild it for exact results:\n"
-    '  CMAKE_ARGS="-DGGML_LLAMAFILE=OFF" pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python'
+    "plain decoding. Build the patched one for exact results (once, ~15 min):\n"
+    "  python scripts/build_llama_cpp.py"
 )
 
 

@@ -18,7 +18,7 @@ from typing import Iterator
 from backends import BackendError, Model, load_model
 
 from . import routing
-from .control import Costs, DraftControl, measure_costs
+from .control import MAX_DRAFT, Costs, DraftControl, measure_costs
 from .drafts import DraftSource, ModelDraft, PromptLookup
 from .paths import cache_dir
 from .quantize import ALIASES, normalize_qtype, quantize, source_id
@@ -40,8 +40,8 @@ def parse_k(value) -> int | str:
         k = int(value)
     except (TypeError, ValueError):
         raise InputError(f"draft length must be an integer >= 1 or 'auto', got {value!r}") from None
-    if k < 1:
-        raise InputError(f"draft length must be >= 1, got {k}")
+    if not 1 <= k <= MAX_DRAFT:
+        raise InputError(f"draft length must be from 1 to {MAX_DRAFT}, got {k}")
     return k
 
 
@@ -140,6 +140,7 @@ class Engine:
     def _calibration_key(self, model) -> str:
         parts = [source_id(self.target.path), source_id(model.path) if model else "-",
                  str(getattr(self.target, "n_threads", "")), str(self.target.describe().get("gpu_layers")),
+                 str(self.target.describe().get("build", "")),
                  platform.node(), platform.processor() or platform.machine()]
         return "|".join(parts)
 

@@ -1,6 +1,9 @@
 """llama.cpp specifics on real GGUF files (the backend-independent suite is test_equivalence.py)."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from backends import load_model
 from specquant.control import DraftControl
 from specquant.drafts import ModelDraft, PromptLookup
@@ -11,9 +14,26 @@ from .test_equivalence import KS, Scripted
 
 def test_build_is_batch_invariant(tiny, smol):
     # Exactness rests on this: a verify pass over k+1 tokens must compute exactly what
-    # k+1 one-token passes compute. (llama-cpp-python built with GGML_LLAMAFILE=OFF.)
+    # k+1 one-token passes compute (scripts/build_llama_cpp.py; flash attention off).
     assert tiny.batch_invariant()
     assert smol.batch_invariant()
+
+
+@pytest.mark.parametrize("start", [37, 509, 700, 1100])
+def test_batches_equal_single_tokens_deep_in_the_context(smol, start):
+    # Past 512 cached tokens llama.cpp's CPU flash attention splits one token's attention over
+    # threads (and tiles a batch's): the backend turns it off. Check verify-sized batches there.
+    rng = np.random.default_rng(start)
+    toks = [int(t) for t in rng.integers(0, smol.n_vocab, start + 9)]
+    smol.reset()
+    smol.prefill(toks[:start])
+    for b in (2, 3, 5, 9):
+        batched = smol.eval(toks[start : start + b])
+        smol.rollback(start)
+        single = np.concatenate([smol.eval([t]) for t in toks[start : start + b]])
+        smol.rollback(start)
+        assert np.array_equal(batched, single), f"batch of {b} at position {start}"
+    smol.reset()
 
 
 def test_eos_inside_a_draft_stops_there(smol):

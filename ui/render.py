@@ -118,7 +118,7 @@ def hardware_md(info: dict) -> str:
         return f"**Model:** {info.get('status')} — {html.escape(info.get('message', ''))} ({info.get('percent', 0)}%)"
     lines = [f"**Hardware:** {html.escape(info.get('hardware_summary') or '?')}",
              f"**Backend:** {info['backend']} · batch-invariant kernels: "
-             f"{'yes (exact)' if info.get('batch_invariant') else 'NO — rebuild llama-cpp-python with GGML_LLAMAFILE=OFF'}",
+             f"{'yes (exact)' if info.get('batch_invariant') else 'NO — build llama-cpp-python with scripts/build_llama_cpp.py'}",
              f"**Models:** {html.escape(info.get('label', ''))}"]
     ms = info.get("model_set") or {}
     if ms.get("note"):
