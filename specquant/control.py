@@ -11,6 +11,7 @@ stops drafting instead of slowing the answer.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -68,12 +69,14 @@ def best_k(costs: Costs, a: float, k_max: int) -> tuple[int, float]:
     return best
 
 
-def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 5, 9), rounds: int = 6) -> Costs:
+def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 5, 9), rounds: int = 8) -> Costs:
     """Time target passes of n tokens (and draft steps) on ``context``, then roll back.
 
     The shapes are measured in interleaved rounds (1, 2, 3, 5, 9, draft, 1, 2, ...) and the
-    fastest of each kept, so a busy moment on a shared machine neither inflates one shape
-    against another nor the level. Done once when models load: load time, never run time.
+    median of each kept, so a busy moment on a shared machine neither inflates one shape
+    against another nor the level. (Not the fastest: one-token passes now and then run far
+    faster than their usual, which made every batch look dearer than it is in a real run.)
+    Done once when models load: load time, never run time.
     """
     base = list(context)[: max(1, min(len(context), target.n_ctx - max(ns) - 1))]
     filler = [base[-1]] * max(ns)
@@ -82,8 +85,8 @@ def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 
     if draft_model is not None:
         draft_model.reset()
         draft_model.prefill(base)
-    best = {n: math.inf for n in ns}
-    best_draft = math.inf
+    times: dict[int, list[float]] = {n: [] for n in ns}
+    draft_times: list[float] = []
     for r in range(rounds + 1):  # round 0 warms every shape up and is not counted
         for n in ns:
             t0 = time.perf_counter()
@@ -91,18 +94,19 @@ def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 
             dt = time.perf_counter() - t0
             target.rollback(len(base))
             if r:
-                best[n] = min(best[n], dt)
+                times[n].append(dt)
         if draft_model is not None:
             t0 = time.perf_counter()
             draft_model.eval([base[-1]])
             dt = time.perf_counter() - t0
             draft_model.rollback(len(base))
             if r:
-                best_draft = min(best_draft, dt)
+                draft_times.append(dt)
     target.reset()
     if draft_model is not None:
         draft_model.reset()
-    return Costs(best, best_draft if draft_model is not None else 0.0)
+    return Costs({n: statistics.median(t) for n, t in times.items()},
+                 statistics.median(draft_times) if draft_times else 0.0)
 
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 63, llama.cpp's CPU attention takes a
@@ -130,7 +134,10 @@ class DraftControl:
         self.k_fixed = k if not self.auto else None
         self.k_max = k_max
         self.costs = costs  # as calibrated, never changed; a run tracks only their level (_costs)
-        self.free_draft = free_draft  # e.g. prompt lookup: drafting costs (nearly) nothing
+        # e.g. prompt lookup: drafting costs (nearly) nothing, and its hits come in runs (a
+        # passage being copied) between misses, so its length also ramps: 1 after a miss,
+        # doubling while whole drafts are kept. A miss then costs a 2-token pass, not a 9-token one.
+        self.free_draft = free_draft
         self.prior, self.prior_weight = prior, prior_weight
         self.probe_every = probe_every
         self.probe_gain = probe_gain
@@ -141,6 +148,7 @@ class DraftControl:
         self.kept = 0
         self._since_draft = 0
         self._verify_scale, self._draft_scale = 1.0, None
+        self._ramp = 1
         self.history: list[int] = []
 
     @property
@@ -179,6 +187,8 @@ class DraftControl:
                         k = k_opt
         if k > 0:
             self._since_draft = 0
+            if self.auto and self.free_draft:
+                k = min(k, self._ramp)
         self.history.append(k)
         return k
 
@@ -186,6 +196,7 @@ class DraftControl:
         if drafted:
             self.attempts += min(accepted + 1, drafted)
             self.kept += accepted
+            self._ramp = min(self.k_max, 2 * self._ramp) if accepted >= drafted else 1
         if not self.auto or self.costs is None:
             return
         # Follow the level of the costs (a longer context, a busier machine) but keep their

@@ -136,7 +136,7 @@ class PromptLookup(DraftSource):
     name = "prompt lookup"
     kind = "lookup"
 
-    def __init__(self, ngram_max: int = 5, ngram_min: int = 3):
+    def __init__(self, ngram_max: int = 5, ngram_min: int = 2):
         if not 1 <= ngram_min <= ngram_max:
             raise ValueError(f"need 1 <= ngram_min <= ngram_max, got {ngram_min}, {ngram_max}")
         self.ngram_max, self.ngram_min = ngram_max, ngram_min
