@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from importlib import resources
 from pathlib import Path
@@ -47,6 +48,10 @@ def _row(done: Done) -> dict:
     }
 
 
+def _tok_s(runs) -> float:
+    return sum(d.stats.tokens for d in runs) / sum(d.stats.wall_s for d in runs)
+
+
 def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> dict:
     t_spec = sum(r["seconds"] for r in rows)
     t_plain = sum(r["plain_seconds"] for r in rows)
@@ -73,10 +78,16 @@ def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> 
 
 def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *, policies: list[str] = (),
               max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, repeats: int = 1,
-              progress=None) -> dict:
+              min_seconds: float = 0.0, max_repeats: int = 12, progress=None) -> dict:
     """Run every prompt plain, with every fixed (draft, k) configuration and with every routing
     policy ("auto", "seed"). ``progress(done, total, msg)``. The oracle row is the best fixed
-    choice per prompt (plain included), known only after the fact."""
+    choice per prompt (plain included), known only after the fact.
+
+    Each prompt's interleaved sequence (plain, config, plain, config, ..., plain) runs
+    ``repeats`` times, and more (up to ``max_repeats``) until its plain runs add up to
+    ``min_seconds``: a 7-token answer takes a tenth of a second, where a scheduler hiccup is
+    several per cent. A prompt's speed-up for a configuration is the median over rounds of its
+    run against the plain runs just before and after it; totals are sums of time."""
     kw = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
     tokenized = [engine.prompt_tokens(p["prompt"]) for p in prompts]
     for d, k in configs:  # load, quantize, calibrate: before any timing
@@ -105,7 +116,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
         return go
 
     runners = [(f"{d} k={k}", fixed(d, k)) for d, k in configs] + [(f"policy {pol}", routed(pol)) for pol in policies]
-    total = len(prompts) * (2 * len(runners) + 1) * repeats
+    total = len(prompts) * (2 * len(runners) + 1) * repeats  # grows when short prompts get more rounds
     n = 0
     per_prompt = []
     for p, toks in zip(prompts, tokenized):
@@ -119,7 +130,11 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             if progress:
                 progress(n, total, msg)
 
-        for _ in range(repeats):
+        rounds = 0
+        while rounds < repeats or (rounds < max_repeats and sum(x.stats.wall_s for x in plains) < min_seconds):
+            if rounds >= repeats:
+                total += 2 * len(runners) + 1
+            rounds += 1
             seq = [engine.run(toks, draft="none", **kw)]
             tick(f"{p['id']}: plain")
             for name, go in runners:
@@ -127,30 +142,33 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
                 tick(f"{p['id']}: {name}")
                 seq.append(engine.run(toks, draft="none", **kw))
                 tick(f"{p['id']}: plain")
-                beside[name] += seq[-2:]
+                beside[name].append(seq[-2:])
             plains += seq
         ref = plains[0]
         entry = {
             "id": p["id"], "category": p.get("category"), "grounded": bool(p.get("grounded")),
             "plain": _row(ref) | {"correct": correct(ref.text, p.get("reference")), "text": ref.text},
             "plain_runs_s": [x.stats.wall_s for x in plains],
+            "rounds": rounds,
             "runs": {},
         }
         for name, runs in results.items():
             done, decision = runs[-1]
             wall = sum(d.stats.wall_s for d, _ in runs) / len(runs)
-            nb = beside[name]
+            nb = [x for pair in beside[name] for x in pair]
             plain_tok_s = sum(x.stats.tokens for x in nb) / sum(x.stats.wall_s for x in nb)
+            per_round = [_tok_s([d]) / _tok_s(pair) for (d, _), pair in zip(runs, beside[name])]
             row = _row(done)
             row.update(
                 seconds=wall,
-                tok_s=sum(d.stats.tokens for d, _ in runs) / sum(d.stats.wall_s for d, _ in runs),
+                tok_s=_tok_s([d for d, _ in runs]),
                 plain_tok_s=plain_tok_s,
                 plain_seconds=sum(x.stats.wall_s for x in nb) / len(nb),
                 identical=all(d.tokens == ref.tokens for d, _ in runs),
                 correct=correct(done.text, p.get("reference")),
+                speedup=statistics.median(per_round),
+                speedup_rounds=per_round,
             )
-            row["speedup"] = row["tok_s"] / plain_tok_s if plain_tok_s else None
             if decision is not None:
                 row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
             entry["runs"][name] = row
@@ -182,7 +200,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "engine": engine.describe(),
-        "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "repeats": repeats},
+        "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "repeats": repeats,
+                     "min_seconds": min_seconds, "max_repeats": max_repeats},
         "summary": summary,
         "prompts": per_prompt,
     }
@@ -198,7 +217,9 @@ def to_markdown(res: dict) -> str:
         "# SpecQuant benchmark", "",
         f"Models: {models}. Backend: {res['engine']['backend']}. Machine: {res['machine']['platform']}.",
         f"Settings: max {res['settings']['max_tokens']} new tokens, temperature {res['settings']['temperature']}. "
-        "Speed-ups compare each run with the plain runs just before and after it; loading and warm-up excluded.", "",
+        "Speed-ups compare each run with the plain runs just before and after it (per prompt: the median over "
+        f"{res['settings']['repeats']}+ rounds, more for short answers; totals: sums of time); loading and "
+        "warm-up excluded.", "",
         "## Results", "",
         "| configuration | time normal (s) | time SpecQuant (s) | speed-up | min per prompt | grounded | acceptance "
         "| tokens/pass | identical | accuracy normal | accuracy SpecQuant |",
@@ -255,6 +276,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--limit", type=int, help="only the first N prompts")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1, help="run each prompt's interleaved sequence this many times")
+    ap.add_argument("--min-seconds", type=float, default=1.0,
+                    help="and more times (up to --max-repeats) until its plain runs add up to this (default 1.0)")
+    ap.add_argument("--max-repeats", type=int, default=12)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ctx", type=int, default=4096)
@@ -290,7 +314,8 @@ def main(argv: list[str]) -> int:
         if pol not in ("auto", "seed"):
             raise ValueError(f"unknown policy {pol!r}: use auto or seed")
     res = run_bench(engine, prompts, configs, policies=policies, max_tokens=args.max_tokens,
-                    temperature=args.temperature, seed=args.seed, repeats=args.repeats, progress=progress)
+                    temperature=args.temperature, seed=args.seed, repeats=args.repeats,
+                    min_seconds=args.min_seconds, max_repeats=max(args.max_repeats, args.repeats), progress=progress)
     res["elapsed_s"] = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

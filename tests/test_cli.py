@@ -42,7 +42,8 @@ def test_human_output_and_lookup_and_auto(tiny_paths):
 
 @pytest.mark.parametrize("args,msg", [
     (["--prompt", ""], "the prompt is empty"),
-    (["--prompt", "hi", "--draft-len", "0"], "draft length must be >= 1"),
+    (["--prompt", "hi", "--draft-len", "0"], "draft length must be from 1 to 32"),
+    (["--prompt", "hi", "--draft-len", "33"], "draft length must be from 1 to 32"),
     (["--prompt", "hi", "--draft-len", "many"], "draft length must be an integer"),
     (["--prompt", "hi", "--max-tokens", "0"], "max_tokens must be"),
     (["--prompt", "hi", "--draft", "q17"], "unknown draft"),
@@ -70,7 +71,7 @@ def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
     out = tmp_path / "bench"
     r = subprocess.run([sys.executable, "-m", "specquant", "bench", "--target", str(tiny_paths["F16"]),
                         "--drafts", "q8,lookup", "--k", "2,auto", "--limit", "3", "--max-tokens", "16",
-                        "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
+                        "--min-seconds", "0", "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "bench.json").read_text())
     assert set(res["summary"]) == {"q8 k=2", "q8 k=auto", "lookup k=2", "lookup k=auto", "policy auto",
@@ -87,6 +88,25 @@ def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
     md = (out / "bench.md").read_text()
     assert "| configuration | time normal (s) | time SpecQuant (s) | speed-up |" in md
     assert "accuracy normal" in md and "the oracle's throughput" in md
+
+
+def test_bench_gives_short_answers_more_rounds(tiny_paths, tmp_path):
+    # The tiny model answers 8 tokens in milliseconds: far under --min-seconds, so each prompt's
+    # sequence runs --max-repeats times, and a prompt's speed-up is the median over the rounds.
+    import statistics
+
+    out = tmp_path / "bench"
+    r = subprocess.run([sys.executable, "-m", "specquant", "bench", "--target", str(tiny_paths["F16"]),
+                        "--drafts", "lookup", "--k", "2", "--policies", "", "--limit", "2", "--max-tokens", "8",
+                        "--min-seconds", "60", "--max-repeats", "3", "--out", str(out)],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "bench.json").read_text())
+    for e in res["prompts"]:
+        run = e["runs"]["lookup k=2"]
+        assert e["rounds"] == 3 and len(e["plain_runs_s"]) == 6 and len(run["speedup_rounds"]) == 3
+        assert run["speedup"] == statistics.median(run["speedup_rounds"])
+    assert "[18/18]" in r.stdout  # progress counts the added rounds
 
 
 def test_bundled_prompt_set():
