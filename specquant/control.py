@@ -135,8 +135,9 @@ class DraftControl:
         self.k_max = k_max
         self.costs = costs  # as calibrated, never changed; a run tracks only their level (_costs)
         # e.g. prompt lookup: drafting costs (nearly) nothing, and its hits come in runs (a
-        # passage being copied) between misses, so its length also ramps: 1 after a miss,
-        # doubling while whole drafts are kept. A miss then costs a 2-token pass, not a 9-token one.
+        # passage being copied) between misses, so its length also ramps: from 1, doubling while
+        # whole drafts are kept, halving after a miss. Misses in a row then cost 2-token passes,
+        # not 9-token ones, and a copy that resumes after one miss is back at full length soon.
         self.free_draft = free_draft
         self.prior, self.prior_weight = prior, prior_weight
         self.probe_every = probe_every
@@ -196,7 +197,7 @@ class DraftControl:
         if drafted:
             self.attempts += min(accepted + 1, drafted)
             self.kept += accepted
-            self._ramp = min(self.k_max, 2 * self._ramp) if accepted >= drafted else 1
+            self._ramp = min(self.k_max, 2 * self._ramp) if accepted >= drafted else max(1, self._ramp // 2)
         if not self.auto or self.costs is None:
             return
         # Follow the level of the costs (a longer context, a busier machine) but keep their

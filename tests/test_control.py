@@ -77,15 +77,15 @@ def test_slower_steps_as_the_context_grows_do_not_make_drafting_look_cheap():
 
 def test_free_draft_length_ramps_up_on_hits_and_drops_after_a_miss():
     # Prompt lookup on flat verify costs: the cost model alone would draft 8 at once; the ramp
-    # starts at 1, doubles while whole drafts are kept and falls back to 1 after a miss.
+    # starts at 1, doubles while whole drafts are kept and halves after a miss.
     c = Costs({1: 1.0, 2: 1.02, 3: 1.05, 5: 1.1, 9: 1.3})
     ctl = DraftControl("auto", costs=c, free_draft=True, prior=0.95, prior_weight=50.0, k_max=8)
     ks = []
-    for kept in (True, True, True, True, False, True):
+    for kept in (True, True, True, True, False, False, False, True):
         k = ctl.next_k()
         ks.append(k)
         ctl.observe(k, k if kept else 0)
-    assert ks == [1, 2, 4, 8, 8, 1]
+    assert ks == [1, 2, 4, 8, 8, 4, 2, 1]
     assert ctl.next_k() == 2
     model = DraftControl("auto", costs=c, prior=0.95, prior_weight=50.0, k_max=8)  # a model draft: no ramp
     assert model.next_k() == 8
