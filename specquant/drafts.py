@@ -105,10 +105,8 @@ class ModelDraft(DraftSource):
         for i in range(k):
             if s.greedy:
                 t = int(np.argmax(logits))
-                if self.p_min > 0:
-                    x = logits - logits[t]
-                    if 1.0 / np.exp(x.astype(np.float64)).sum() < self.p_min:
-                        break
+                if self.p_min > 0 and top_probability(logits, t) < self.p_min:
+                    break
             else:
                 q = self._fit(s.probs(logits))
                 if self.p_min > 0 and q.max() < self.p_min:
@@ -125,6 +123,12 @@ class ModelDraft(DraftSource):
         d = super().describe()
         d.update(path=str(self.model.path), p_min=self.p_min)
         return d
+
+
+def top_probability(logits: np.ndarray, top: int | None = None) -> float:
+    """Softmax probability of the top token (``top``, when known, is its index)."""
+    t = int(np.argmax(logits)) if top is None else top
+    return float(1.0 / np.exp((logits - logits[t]).astype(np.float64)).sum())
 
 
 class PromptLookup(DraftSource):

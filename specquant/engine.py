@@ -18,7 +18,7 @@ from typing import Iterator
 from backends import BackendError, Model, load_model
 
 from . import routing
-from .control import MAX_DRAFT, Costs, DraftControl, measure_costs
+from .control import MAX_DRAFT, Costs, DraftControl, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft, PromptLookup
 from .paths import cache_dir
 from .quantize import ALIASES, normalize_qtype, quantize, source_id
@@ -170,10 +170,12 @@ class Engine:
         except (OSError, ValueError):
             data = {}
         hit = data.get(k)
-        if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S:
-            return Costs({int(n): v for n, v in hit["verify"].items()}, hit["draft_step"])
+        if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S and "draft_round" in hit:
+            c = Costs({int(n): v for n, v in hit["verify"].items()}, hit["draft_step"], hit["draft_round"])
+            if plausible(c):
+                return c
         c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT))
-        data[k] = {"verify": {str(n): v for n, v in c.verify.items()}, "draft_step": c.draft_step, "at": time.time()}
+        data[k] = {**c.to_dict(), "at": time.time()}
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(f".{os.getpid()}.tmp")

@@ -89,3 +89,46 @@ def test_free_draft_length_ramps_up_on_hits_and_drops_after_a_miss():
     assert ctl.next_k() == 2
     model = DraftControl("auto", costs=c, prior=0.95, prior_weight=50.0, k_max=8)  # a model draft: no ramp
     assert model.next_k() == 8
+
+
+def test_a_drafting_round_pays_the_draft_catch_up_once():
+    c = Costs({1: 1.0, 2: 1.3, 3: 1.4, 5: 1.7, 9: 2.1}, draft_step=0.5, draft_round=0.3)
+    assert expected_speedup(c, 1.0, 2) == pytest.approx(3 / (2 * 0.5 + 0.3 + 1.4))
+    assert c.draft_cost(0) == 0 and expected_speedup(c, 1.0, 0) == 1.0
+
+
+class _Timed:
+    """A stand-in target whose passes take scripted times: the first calibration sees a busy
+    machine (a 1-token pass dearer than a 9-token one), the next a quiet one."""
+
+    n_ctx = 512
+
+    def __init__(self, plans):
+        self.plans, self.calls = plans, 0
+
+    def reset(self):
+        pass
+
+    def prefill(self, tokens):
+        pass
+
+    def rollback(self, n):
+        pass
+
+    def eval(self, tokens):
+        import time
+
+        plan = self.plans[min(self.calls // 45, len(self.plans) - 1)]  # 9 rounds x 5 shapes per try
+        self.calls += 1
+        time.sleep(plan[len(tokens)] / 1000)
+
+
+def test_an_implausible_calibration_is_taken_again():
+    from specquant.control import measure_costs, plausible
+
+    busy = {1: 12, 2: 6, 3: 6.5, 5: 7, 9: 8}
+    quiet = {1: 4, 2: 5, 3: 5.5, 5: 6.5, 9: 8}
+    c = measure_costs(_Timed([busy, quiet]), context=[1, 2, 3])
+    assert plausible(c) and c.T(2) / c.T(1) == pytest.approx(1.25, rel=0.15)
+    worst = measure_costs(_Timed([busy]), context=[1, 2, 3], attempts=2)  # never quiet: made monotone
+    assert plausible(worst) and worst.T(2) >= worst.T(1)
