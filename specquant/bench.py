@@ -84,9 +84,9 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     choice per prompt (plain included), known only after the fact.
 
     Each prompt's interleaved sequence (plain, config, plain, config, ..., plain) runs
-    ``repeats`` times, and more (up to ``max_repeats``) until its plain runs add up to
-    ``min_seconds``: a 7-token answer takes a tenth of a second, where a scheduler hiccup is
-    several per cent. A prompt's speed-up for a configuration is the median over rounds of its
+    ``repeats`` times, and more (up to ``max_repeats``) until every configuration has run for
+    about ``min_seconds`` (rounds x one plain run's time): a 7-token answer takes a tenth of a
+    second, where a scheduler hiccup is several per cent. A prompt's speed-up for a configuration is the median over rounds of its
     run against the plain runs just before and after it; totals are sums of time."""
     kw = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
     tokenized = [engine.prompt_tokens(p["prompt"]) for p in prompts]
@@ -130,12 +130,13 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             if progress:
                 progress(n, total, msg)
 
-        rounds = 0
-        while rounds < repeats or (rounds < max_repeats and sum(x.stats.wall_s for x in plains) < min_seconds):
+        rounds, one_slot_s = 0, 0.0  # one_slot_s: the time of one plain run per round, summed
+        while rounds < repeats or (rounds < max_repeats and one_slot_s < min_seconds):
             if rounds >= repeats:
                 total += 2 * len(runners) + 1
             rounds += 1
             seq = [engine.run(toks, draft="none", **kw)]
+            one_slot_s += seq[0].stats.wall_s
             tick(f"{p['id']}: plain")
             for name, go in runners:
                 results[name].append(go(p, toks))
@@ -276,8 +277,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--limit", type=int, help="only the first N prompts")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1, help="run each prompt's interleaved sequence this many times")
-    ap.add_argument("--min-seconds", type=float, default=1.0,
-                    help="and more times (up to --max-repeats) until its plain runs add up to this (default 1.0)")
+    ap.add_argument("--min-seconds", type=float, default=2.0,
+                    help="and more times (up to --max-repeats) until each configuration has run about this long "
+                         "(default 2.0)")
     ap.add_argument("--max-repeats", type=int, default=12)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
