@@ -6,6 +6,7 @@ decode and KV-cache rollback; llama-cpp-python's high-level ``Llama`` hides both
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import threading
@@ -75,6 +76,7 @@ def physical_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+@functools.lru_cache(maxsize=1)  # a process loads one build
 def build_id() -> str:
     """Which llama.cpp build is loaded (version and library files): measured costs belong to it."""
     lc = _llama()

@@ -86,8 +86,9 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     Each prompt's interleaved sequence (plain, config, plain, config, ..., plain) runs
     ``repeats`` times, and more (up to ``max_repeats``) until every configuration has run for
     about ``min_seconds`` (rounds x one plain run's time): a 7-token answer takes a tenth of a
-    second, where a scheduler hiccup is several per cent. A prompt's speed-up for a configuration is the median over rounds of its
-    run against the plain runs just before and after it; totals are sums of time."""
+    second, where a scheduler hiccup is several per cent. A prompt's speed-up for a
+    configuration is the median over rounds of its run against the plain runs just before and
+    after it; totals are sums of time."""
     kw = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
     tokenized = [engine.prompt_tokens(p["prompt"]) for p in prompts]
     for d, k in configs:  # load, quantize, calibrate: before any timing

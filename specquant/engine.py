@@ -39,7 +39,7 @@ def parse_k(value) -> int | str:
     try:
         k = int(value)
     except (TypeError, ValueError):
-        raise InputError(f"draft length must be an integer >= 1 or 'auto', got {value!r}") from None
+        raise InputError(f"draft length must be an integer from 1 to {MAX_DRAFT} or 'auto', got {value!r}") from None
     if not 1 <= k <= MAX_DRAFT:
         raise InputError(f"draft length must be from 1 to {MAX_DRAFT}, got {k}")
     return k
@@ -138,9 +138,9 @@ class Engine:
         return src
 
     def _calibration_key(self, model) -> str:
+        info = self.target.describe()
         parts = [source_id(self.target.path), source_id(model.path) if model else "-",
-                 str(getattr(self.target, "n_threads", "")), str(self.target.describe().get("gpu_layers")),
-                 str(self.target.describe().get("build", "")),
+                 str(getattr(self.target, "n_threads", "")), str(info.get("gpu_layers")), str(info.get("build", "")),
                  platform.node(), platform.processor() or platform.machine()]
         return "|".join(parts)
 
