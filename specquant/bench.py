@@ -69,7 +69,7 @@ def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> 
         "grounded_speedup": (sum(r["tokens"] for r in grounded) / sum(r["seconds"] for r in grounded))
         / (sum(r["tokens"] for r in grounded) / sum(r["plain_seconds"] for r in grounded)) if grounded else None,
         "acceptance": sum(r.get("accepted", 0) for r in rows) / drafted if drafted else None,
-        "tokens_per_pass": toks / max(1, sum(r.get("target_passes", 0) for r in rows)),
+        "tokens_per_pass": toks / passes if (passes := sum(r.get("target_passes", 0) for r in rows)) else None,
         "identical": sum(bool(r.get("identical")) for r in rows),
         "accuracy_plain": sum(bool(a) for a, _ in graded) / len(graded) if graded else None,
         "accuracy_spec": sum(bool(b) for _, b in graded) / len(graded) if graded else None,
@@ -209,8 +209,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     }
 
 
-def _f(x, fmt="{:.2f}"):
-    return "-" if x is None else fmt.format(x)
+def _f(x, fmt="{:.2f}", unit=""):
+    return "-" if x is None else fmt.format(x) + unit
 
 
 def to_markdown(res: dict) -> str:
@@ -231,8 +231,9 @@ def to_markdown(res: dict) -> str:
     for name, s in res["summary"].items():
         out.append(
             f"| {name} | {s['seconds_plain']:.2f} | {s['seconds_spec']:.2f} | {_f(s['speedup'])}x "
-            f"({_f((s['speedup'] or 0) * 100 - 100, '{:+.0f}')}%) | {_f(s['min_speedup'])}x | {_f(s['grounded_speedup'])}x "
-            f"| {_f(s['acceptance'], '{:.1%}')} | {s['tokens_per_pass']:.2f} | {s['identical']}/{n} "
+            f"({_f((s['speedup'] or 0) * 100 - 100, '{:+.0f}')}%) | {_f(s['min_speedup'], unit='x')} "
+            f"| {_f(s['grounded_speedup'], unit='x')} "
+            f"| {_f(s['acceptance'], '{:.1%}')} | {_f(s['tokens_per_pass'])} | {s['identical']}/{n} "
             f"| {_f(s['accuracy_plain'], '{:.0%}')} | {_f(s['accuracy_spec'], '{:.0%}')} |"
         )
     for name, s in res["summary"].items():

@@ -267,6 +267,11 @@ class Engine:
         except ValueError as e:
             raise InputError(str(e)) from None
         src = self.draft(draft)
+        if prior is None and isinstance(src, PromptLookup):
+            # Without the router's guess, judge the prompt as it would: lookup pays where the
+            # prompt carries material to copy, and on other prompts should not even start.
+            text = prompt if isinstance(prompt, str) else b"".join(map(self.target.piece, tokens)).decode(errors="replace")
+            prior = routing.prior_acceptance("lookup", "medium", routing.is_grounded(text))
         control = self.control(draft, k, prior) if src is not None else None
         if isinstance(src, ModelDraft):
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min

@@ -200,7 +200,8 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
             rows = [{"configuration": name, "draft": s.get("draft", s.get("policy", "oracle")),
                      "speedup": round(s["speedup"] or 0, 3), "min per prompt": round(s["min_speedup"], 3),
                      "acceptance": None if s["acceptance"] is None else round(s["acceptance"], 3),
-                     "tokens/pass": round(s["tokens_per_pass"], 2), "identical": f"{s['identical']}/{s['prompts']}",
+                     "tokens/pass": None if s["tokens_per_pass"] is None else round(s["tokens_per_pass"], 2),
+                     "identical": f"{s['identical']}/{s['prompts']}",
                      "time normal (s)": round(s["seconds_plain"], 2), "time SpecQuant (s)": round(s["seconds_spec"], 2)}
                     for name, s in res["summary"].items()]
             path = os.path.join(tempfile.mkdtemp(prefix="specquant-bench-"), "bench.json")
