@@ -187,6 +187,7 @@ class DraftControl:
         self.kept = 0
         self._since_draft = 0
         self._verify_scale, self._draft_scale = 1.0, None
+        self._shape, self._level_seen = 1.0, False  # multi-token passes against one-token ones
         self._ramp = 1
         self.history: list[int] = []
 
@@ -202,12 +203,12 @@ class DraftControl:
     def _costs(self) -> Costs:
         """The calibrated costs, at the level observed in this run."""
         c = self.costs
+        verify = {n: t * self._verify_scale * (self._shape if n > 1 else 1.0) for n, t in c.verify.items()}
+        if self.free_draft:
+            return Costs(verify)
         # An unobserved draft is assumed to have slowed down (or sped up) like the target.
         scale = self._verify_scale if self._draft_scale is None else self._draft_scale
-        if self.free_draft:
-            return Costs({n: t * self._verify_scale for n, t in c.verify.items()})
-        return Costs({n: t * self._verify_scale for n, t in c.verify.items()}, c.draft_step * scale,
-                     c.draft_round * scale)
+        return Costs(verify, c.draft_step * scale, c.draft_round * scale)
 
     def next_k(self) -> int:
         if not self.auto:
@@ -240,12 +241,19 @@ class DraftControl:
             self._ramp = min(self.k_max, 2 * self._ramp) if accepted >= drafted else max(1, self._ramp // 2)
         if not self.auto or self.costs is None:
             return
-        # Follow the level of the costs (a longer context, a busier machine) but keep their
-        # calibrated shape: updating T(1) alone, say, would make drafting look cheaper as the
+        # Follow the level of the costs (a longer context, a busier machine) from one-token
+        # passes, and how multi-token passes compare with them (on a shared machine batches
+        # can turn dearer than calibrated while single steps don't) from those. Both move
+        # together otherwise: updating T(1) alone would make drafting look cheaper as the
         # context grows and trigger drafts the calibration knows don't pay.
         base = self.costs
         if verify_s > 0 and base.verify:
-            self._verify_scale = 0.8 * self._verify_scale + 0.2 * verify_s / base.T(drafted + 1)
+            ratio = verify_s / base.T(drafted + 1)
+            if drafted == 0 or not self._level_seen:
+                self._verify_scale = 0.8 * self._verify_scale + 0.2 * ratio
+                self._level_seen |= drafted == 0
+            else:
+                self._shape = 0.8 * self._shape + 0.2 * ratio / self._verify_scale
         if drafted and draft_s > 0 and not self.free_draft and base.draft_step > 0:
             obs = draft_s / base.draft_cost(drafted)
             self._draft_scale = obs if self._draft_scale is None else 0.8 * self._draft_scale + 0.2 * obs

@@ -132,3 +132,27 @@ def test_an_implausible_calibration_is_taken_again():
     assert plausible(c) and c.T(2) / c.T(1) == pytest.approx(1.25, rel=0.15)
     worst = measure_costs(_Timed([busy]), context=[1, 2, 3], attempts=2)  # never quiet: made monotone
     assert plausible(worst) and worst.T(2) >= worst.T(1)
+
+
+def test_batches_dearer_than_calibrated_stop_a_marginal_draft():
+    # Prompt lookup keeping a third of its drafts pays a little on the calibrated costs; when
+    # 2-token passes are observed to cost 1.5 steps here (not the calibrated 1.25) it stops.
+    # Like lookup, every other step finds nothing to copy: a one-token pass, as calibrated.
+    c = Costs({1: 1.0, 2: 1.25, 3: 1.35, 5: 1.6, 9: 2.0})
+
+    def steps(ctl, two_token_pass):
+        ks = []
+        for i in range(40):
+            k = ctl.next_k()
+            ks.append(k)
+            if k and i % 2:
+                ctl.observe(k, 0, verify_s=two_token_pass)
+            else:
+                ctl.observe(0, 0, verify_s=1.0)
+        return ks
+
+    dear = DraftControl("auto", costs=c, free_draft=True, prior=0.35, prior_weight=1e6, probe_every=10**6)
+    assert dear.next_k() == 1
+    assert steps(dear, 1.5)[-10:] == [0] * 10
+    as_calibrated = DraftControl("auto", costs=c, free_draft=True, prior=0.35, prior_weight=1e6, probe_every=10**6)
+    assert steps(as_calibrated, 1.25)[-10:] == [1] * 10
