@@ -237,12 +237,9 @@ class Engine:
         if k != "auto":
             return DraftControl(k)
         lookup = isinstance(src, PromptLookup)
-        if prior is not None:  # the router's guess: evidence should overrule it fast
-            belief = {"prior": prior, "prior_weight": 2.0}
-        elif lookup:  # free to draft, but right less often than a model
-            belief = {"prior": 0.5, "prior_weight": 2.0}
-        else:
-            belief = {}
+        # The router's guess (for lookup, stream() supplies one from the prompt when nobody
+        # did): evidence should overrule it fast.
+        belief = {"prior": prior, "prior_weight": 2.0} if prior is not None else {}
         return DraftControl("auto", costs=self.costs(spec), free_draft=lookup, **belief)
 
     # --- runs -------------------------------------------------------------------------------
@@ -270,7 +267,7 @@ class Engine:
         if prior is None and isinstance(src, PromptLookup):
             # Without the router's guess, judge the prompt as it would: lookup pays where the
             # prompt carries material to copy, and on other prompts should not even start.
-            text = prompt if isinstance(prompt, str) else b"".join(map(self.target.piece, tokens)).decode(errors="replace")
+            text = prompt if isinstance(prompt, str) else self.target.detokenize(tokens)
             prior = routing.prior_acceptance("lookup", "medium", routing.is_grounded(text))
         control = self.control(draft, k, prior) if src is not None else None
         if isinstance(src, ModelDraft):
