@@ -185,6 +185,8 @@ def cmd_run(argv: list[str]) -> int:
         same = "identical" if result["identical"] else "different"
         note = "" if args.temperature == 0 else " (sampling: outputs are equal in distribution, not token by token)"
         print(f"speed-up: {result['speedup']:.2f}x; outputs {same}{note}")
+        if decision is not None and decision.draft == "none":
+            print("(no draft was chosen, so both runs did the same work: the difference is measurement noise)")
     return 0
 
 

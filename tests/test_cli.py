@@ -38,6 +38,10 @@ def test_human_output_and_lookup_and_auto(tiny_paths):
     r = cli("--target", str(tiny_paths["F16"]), "--draft", "q4_0", "--draft-len", "auto", "--compare",
             "--prompt", "Once upon a time", "--max-tokens", "16")
     assert "speed-up:" in r.stdout and "outputs identical" in r.stdout
+    assert "measurement noise" not in r.stdout  # a draft was forced
+    r = cli("--target", str(tiny_paths["F16"]), "--draft", "none", "--compare", "--prompt", "Once upon a time",
+            "--max-tokens", "8")
+    assert "both runs did the same work" in r.stdout
 
 
 @pytest.mark.parametrize("args,msg", [
