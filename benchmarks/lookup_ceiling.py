@@ -41,7 +41,7 @@ def replay(prompt: list[int], answer: list[int], costs, policy: str, k_max: int)
         if policy == "ramp" and d:
             ctl.observe(len(d), kept)
         n = min(kept + 1, len(answer) - i)
-        cost += costs.T(len(d) + 1) / costs.T(1)
+        cost += costs.round_cost(len(d) + 1) / costs.T(1)
         ctx += answer[i : i + n]
         i += n
     return cost
@@ -57,7 +57,7 @@ def main() -> int:
 
     eng = load_engine(args.model)
     costs = eng.costs("lookup")
-    rel = {n: round(costs.T(n) / costs.T(1), 3) for n in (1, 2, 3, 5, 9)}
+    rel = {n: round(costs.round_cost(n) / costs.T(1), 3) for n in (1, 2, 3, 5, 9)}
     print("calibrated verify cost, in one-token steps:", rel)
     rows, totals = [], {"tokens": 0, "ramp": 0.0, "fixed": 0.0, "oracle": 0.0, "perfect": 0.0}
     for p in [p for p in load_prompts() if p.get("grounded")]:
@@ -67,7 +67,7 @@ def main() -> int:
         for pol in ("ramp", "fixed", "oracle"):
             row[pol] = replay(toks, ans, costs, pol, args.k)
         full, rest = divmod(len(ans), args.k + 1)
-        row["perfect"] = full * costs.T(args.k + 1) / costs.T(1) + (costs.T(rest) / costs.T(1) if rest else 0.0)
+        row["perfect"] = (full * costs.round_cost(args.k + 1) + (costs.round_cost(rest) if rest else 0.0)) / costs.T(1)
         rows.append(row)
         for key in totals:
             totals[key] += row[key]

@@ -22,11 +22,19 @@ from .drafts import top_probability
 class Costs:
     """Seconds per target pass over n tokens (``verify[n]``), per draft token, and per drafting
     round on top of that (``draft_round``: the draft first catches up on the two tokens the
-    target settled, a 2-token pass, dearer than a one-token step)."""
+    target settled, a 2-token pass, dearer than a one-token step).
+
+    As decoding meets them: a one-token pass follows one-token passes, a longer pass follows a
+    one-token pass, and ``settle`` is what the one-token pass after a longer one costs extra.
+    (llama.cpp reuses a computation graph while passes keep their shape and rebuilds it when
+    the shape changes: on a 2-core CPU with SmolLM2-135M a 2-token pass between one-token
+    steps costs ~1.9 steps and the step after it ~1.1, where 2-token passes in a row cost
+    1.4 steps each.)"""
 
     verify: dict[int, float] = field(default_factory=dict)
     draft_step: float = 0.0
     draft_round: float = 0.0
+    settle: float = 0.0
 
     def T(self, n: int) -> float:
         v = self.verify
@@ -48,9 +56,18 @@ class Costs:
         w = (n - lo) / (hi - lo)
         return v[lo] * (1 - w) + v[hi] * w
 
+    def round_cost(self, n: int) -> float:
+        """A target pass over n tokens among one-token steps, the next step's extra included."""
+        return self.T(n) + (self.settle if n > 1 else 0.0)
+
     def to_dict(self) -> dict:
         return {"verify": {str(k): v for k, v in sorted(self.verify.items())}, "draft_step": self.draft_step,
-                "draft_round": self.draft_round}
+                "draft_round": self.draft_round, "settle": self.settle}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Costs":
+        return cls({int(n): v for n, v in d["verify"].items()}, d.get("draft_step", 0.0), d.get("draft_round", 0.0),
+                   d.get("settle", 0.0))
 
     def draft_cost(self, k: int) -> float:
         return k * self.draft_step + self.draft_round if k else 0.0
@@ -66,11 +83,13 @@ def expected_speedup(costs: Costs, a: float, k: int) -> float:
     """Throughput of drafting k tokens relative to plain decoding."""
     if k == 0:
         return 1.0
-    return expected_tokens(a, k) / (costs.draft_cost(k) + costs.T(k + 1)) * costs.T(1)
+    return expected_tokens(a, k) / (costs.draft_cost(k) + costs.round_cost(k + 1)) * costs.T(1)
 
 
-def best_k(costs: Costs, a: float, k_max: int) -> tuple[int, float]:
-    best = (0, 1.0)
+def best_k(costs: Costs, a: float, k_max: int, min_gain: float = 1.0) -> tuple[int, float]:
+    """The draft length with the highest expected speed-up; 0 (plain) unless one beats
+    ``min_gain``."""
+    best = (0, min_gain)
     for k in range(1, k_max + 1):
         s = expected_speedup(costs, a, k)
         if s > best[1] + 1e-9:
@@ -78,7 +97,7 @@ def best_k(costs: Costs, a: float, k_max: int) -> tuple[int, float]:
     return best
 
 
-def _measure_once(target, draft_model, context: list[int], ns, rounds: int) -> Costs:
+def _measure_once(target, draft_model, context: list[int], ns, rounds: int, budget_s: float) -> Costs:
     base = list(context)[: max(1, min(len(context), target.n_ctx - max(ns) - 1))]
     filler = [base[-1]] * max(ns)
     target.reset()
@@ -86,36 +105,58 @@ def _measure_once(target, draft_model, context: list[int], ns, rounds: int) -> C
     if draft_model is not None:
         draft_model.reset()
         draft_model.prefill(base)
-    times: dict[int, list[float]] = {n: [] for n in ns}
-    draft_times: list[float] = []  # a draft token as a model draft makes it: a step, then the p_min check
-    draft_evals: dict[int, list[float]] = {1: [], 2: []}
-    for r in range(rounds + 1):  # round 0 warms every shape up and is not counted
-        for n in ns:
-            t0 = time.perf_counter()
-            target.eval(filler[:n])
-            dt = time.perf_counter() - t0
-            target.rollback(len(base))
+
+    def timed(model, n):
+        t0 = time.perf_counter()
+        logits = model.eval(filler[:n])
+        t1 = time.perf_counter()
+        if model is draft_model:
+            top_probability(logits[-1])  # part of a draft step: the p_min check
+        model.rollback(len(base))
+        return t1 - t0, time.perf_counter() - t0
+
+    longer = [n for n in ns if n > 1]
+    steady: list[float] = []  # one-token passes after one-token passes
+    times: dict[int, list[float]] = {n: [] for n in longer}  # an n-token pass after a one-token pass
+    after: list[float] = []  # the one-token pass after it
+    d_steady: list[float] = []
+    d_two: list[float] = []  # the draft's catch-up (2 tokens) after one-token steps
+    d_after: list[float] = []
+    r, t_start = 0, time.perf_counter()
+    while r <= rounds:  # round 0 warms every shape up and is not counted
+        for n in longer:
+            timed(target, 1)
+            s1, _ = timed(target, 1)
+            tn, _ = timed(target, n)
+            ta, _ = timed(target, 1)
             if r:
-                times[n].append(dt)
+                steady.append(s1)
+                times[n].append(tn)
+                after.append(ta)
         if draft_model is not None:
-            for n in (1, 2):
-                t0 = time.perf_counter()
-                logits = draft_model.eval(filler[:n])
-                t1 = time.perf_counter()
-                top_probability(logits[-1])
-                t2 = time.perf_counter()
-                draft_model.rollback(len(base))
-                if r:
-                    draft_evals[n].append(t1 - t0)
-                    if n == 1:
-                        draft_times.append(t2 - t0)
+            timed(draft_model, 1)
+            _, s1 = timed(draft_model, 1)
+            t2, _ = timed(draft_model, 2)
+            _, ta = timed(draft_model, 1)
+            if r:
+                d_steady.append(s1)
+                d_two.append(t2)
+                d_after.append(ta)
+        if r == 0:  # a large model on a small machine: fewer rounds, calibration stays short
+            per_round = time.perf_counter() - t_start
+            rounds = max(3, min(rounds, int(budget_s / max(per_round, 1e-9))))
+        r += 1
     target.reset()
     if draft_model is not None:
         draft_model.reset()
-    if not draft_times:
-        return Costs({n: statistics.median(t) for n, t in times.items()})
-    return Costs({n: statistics.median(t) for n, t in times.items()}, statistics.median(draft_times),
-                 max(0.0, statistics.median(draft_evals[2]) - statistics.median(draft_evals[1])))
+    med = statistics.median
+    t1 = med(steady)
+    verify = {1: t1, **{n: med(t) for n, t in times.items()}}
+    settle = max(0.0, med(after) - t1)
+    if not d_steady:
+        return Costs(verify, settle=settle)
+    step = med(d_steady)
+    return Costs(verify, step, max(0.0, med(d_two) + med(d_after) - 2 * step), settle)
 
 
 def plausible(c: Costs) -> bool:
@@ -125,27 +166,45 @@ def plausible(c: Costs) -> bool:
 
 
 def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 5, 9), rounds: int = 8,
-                  attempts: int = 3) -> Costs:
+                  attempts: int = 3, budget_s: float = 2.0) -> Costs:
     """Time target passes of n tokens (and draft steps) on ``context``, then roll back.
 
-    The shapes are measured in interleaved rounds (1, 2, 3, 5, 9, draft, 1, 2, ...) and the
-    median of each kept, so a busy moment on a shared machine neither inflates one shape
-    against another nor the level. (Not the fastest: one-token passes now and then run far
-    faster than their usual, which made every batch look dearer than it is in a real run.)
+    Each pass is timed as decoding meets it (see ``Costs``): one-token passes after one-token
+    passes, each longer pass after a one-token pass, and the one-token pass after that. The
+    shapes are measured in interleaved rounds and the median of each kept, so a busy moment on
+    a shared machine neither inflates one shape against another nor the level. (Not the
+    fastest: one-token passes now and then run far faster than their usual.) Up to ``rounds``
+    rounds, fewer where one round takes long (about ``budget_s`` in all).
     A measurement in which a longer pass came out cheaper than a shorter one (another program
     took the cores for a while) is taken again, up to ``attempts`` times; what remains is made
     monotone. Done once when models load: load time, never run time.
     """
     for _ in range(attempts):
-        c = _measure_once(target, draft_model, context, ns, rounds)
+        c = _measure_once(target, draft_model, context, ns, rounds, budget_s)
         if plausible(c):
             return c
     xs, top, mono = sorted(c.verify), 0.0, {}
     for n in xs:
         top = max(top, c.verify[n])
         mono[n] = top
-    return Costs(mono, c.draft_step, c.draft_round)
+    return Costs(mono, c.draft_step, c.draft_round, c.settle)
 
+
+# Prompt lookup's drafts are judged by the n-gram match they were copied after: the longer the
+# match, the likelier a passage is being copied; a two-token match is often a common phrase that
+# goes on differently, more so in the answer so far than in the prompt's material. How often the
+# first copied token was the target's own next token (greedy SmolLM2-135M, the bundled prompts,
+# 64-token answers), by match length, copied from the prompt / from the answer: 1: 20% / 24%,
+# 2: 59% / 39%, 3: 62% / 64%, 4: 65% / 67%, 5 or more: 90% / 78%. (Whether the prompt was a
+# grounded one made little difference once these were known.) They are the priors of each kind's
+# acceptance; a run learns from its own matches.
+MATCH_PRIOR = {(1, True): 0.20, (1, False): 0.24, (2, True): 0.59, (2, False): 0.39, (3, True): 0.62,
+               (3, False): 0.64, (4, True): 0.65, (4, False): 0.67, (5, True): 0.90, (5, False): 0.78}
+MATCH_LONG = 5  # longer matches count as this long
+MATCH_PRIOR_WEIGHT = 4.0
+# A copied draft is verified only when expected to gain at least this much: each drafting pass
+# also costs Python work and a cache rollback on a miss that the cost model leaves out.
+KEEP_MIN_GAIN = 1.05
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 63, llama.cpp's CPU attention takes a
 # tiled kernel that sums differently from one-token steps; long drafts never pay anyway.)
@@ -188,12 +247,25 @@ class DraftControl:
         self._since_draft = 0
         self._verify_scale, self._draft_scale = 1.0, None
         self._shape, self._level_seen = 1.0, False  # multi-token passes against one-token ones
+        self._shape_n = 0
         self._ramp = 1
+        self._by_match: dict[tuple[int, bool], list[int]] = {}  # match kind -> [kept, examined]
         self.history: list[int] = []
 
     @property
     def acceptance(self) -> float:
         return (self.kept + self.prior * self.prior_weight) / (self.attempts + self.prior_weight)
+
+    @staticmethod
+    def _match_kind(match: int, in_prompt: bool) -> tuple[int, bool]:
+        return max(1, min(match, MATCH_LONG)), bool(in_prompt)
+
+    def match_acceptance(self, match: int, in_prompt: bool) -> float:
+        """Acceptance of drafts copied after an n-gram match of this length (prompt lookup),
+        from the prompt or from the answer so far."""
+        kind = self._match_kind(match, in_prompt)
+        kept, seen = self._by_match.get(kind, (0, 0))
+        return (kept + MATCH_PRIOR[kind] * MATCH_PRIOR_WEIGHT) / (seen + MATCH_PRIOR_WEIGHT)
 
     def _acceptance_ucb(self) -> float:
         n = self.attempts + self.prior_weight
@@ -204,17 +276,20 @@ class DraftControl:
         """The calibrated costs, at the level observed in this run."""
         c = self.costs
         verify = {n: t * self._verify_scale * (self._shape if n > 1 else 1.0) for n, t in c.verify.items()}
+        settle = c.settle * self._verify_scale
         if self.free_draft:
-            return Costs(verify)
+            return Costs(verify, settle=settle)
         # An unobserved draft is assumed to have slowed down (or sped up) like the target.
         scale = self._verify_scale if self._draft_scale is None else self._draft_scale
-        return Costs(verify, c.draft_step * scale, c.draft_round * scale)
+        return Costs(verify, c.draft_step * scale, c.draft_round * scale, settle)
 
     def next_k(self) -> int:
         if not self.auto:
             k = self.k_fixed
         elif self.costs is None or not self.costs.verify:
             k = min(4, self.k_max)
+        elif self.free_draft:
+            k = self.k_max  # proposing costs nothing: keep() judges the proposal once its match is known
         else:
             costs = self._costs()
             k, _ = best_k(costs, self.acceptance, self.k_max)
@@ -234,10 +309,26 @@ class DraftControl:
         self.history.append(k)
         return k
 
-    def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0) -> None:
+    def keep(self, draft) -> int:
+        """How many of a proposal's tokens to verify: all of them, except for a free draft with
+        k = auto, where the cost model decides on the acceptance of its kind of match (or the
+        run's, without one). Zero makes the step a plain one."""
+        n = len(draft.tokens)
+        if not (n and self.auto and self.free_draft and self.costs is not None and self.costs.verify):
+            return n
+        a = self.match_acceptance(draft.match, draft.in_prompt) if draft.match else self.acceptance
+        k, _ = best_k(self._costs(), a, n, KEEP_MIN_GAIN)
+        return k
+
+    def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0,
+                match: int = 0, in_prompt: bool = False) -> None:
         if drafted:
             self.attempts += min(accepted + 1, drafted)
             self.kept += accepted
+            if match:
+                b = self._by_match.setdefault(self._match_kind(match, in_prompt), [0, 0])
+                b[0] += accepted
+                b[1] += min(accepted + 1, drafted)
             self._ramp = min(self.k_max, 2 * self._ramp) if accepted >= drafted else max(1, self._ramp // 2)
         if not self.auto or self.costs is None:
             return
@@ -253,7 +344,11 @@ class DraftControl:
                 self._verify_scale = 0.8 * self._verify_scale + 0.2 * ratio
                 self._level_seen |= drafted == 0
             else:
-                self._shape = 0.8 * self._shape + 0.2 * ratio / self._verify_scale
+                # The first observations count most (the calibration's ratio is an hour old on
+                # a machine whose batches drift between 1.4 and 1.9 steps); later ones follow drift.
+                self._shape_n += 1
+                w = max(0.2, 1.0 / (self._shape_n + 1))
+                self._shape = (1 - w) * self._shape + w * ratio / self._verify_scale
         if drafted and draft_s > 0 and not self.free_draft and base.draft_step > 0:
             obs = draft_s / base.draft_cost(drafted)
             self._draft_scale = obs if self._draft_scale is None else 0.8 * self._draft_scale + 0.2 * obs

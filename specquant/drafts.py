@@ -25,6 +25,8 @@ class Draft:
     tokens: list[int]
     probs: np.ndarray | None = None  # [len(tokens), V]: the distributions they were drawn from
     sync_s: float = 0.0  # time spent catching the draft's cache up (not drafting proper)
+    match: int = 0  # prompt lookup: length of the n-gram match the tokens were copied after
+    in_prompt: bool = False  # prompt lookup: copied from the prompt (not from the answer so far)
 
 
 class DraftSource(ABC):
@@ -147,13 +149,17 @@ class PromptLookup(DraftSource):
         self.begin([], Sampler())
 
     def begin(self, prompt: list[int], sampler: Sampler) -> None:
+        self._prompt_len = len(prompt)
+        self._clear()
+
+    def _clear(self) -> None:
         # index[n][ngram] = end position of that n-gram's latest occurrence that has a successor
         self._index: list[dict[tuple, int]] = [{} for _ in range(self.ngram_max + 1)]
         self._indexed = 0
 
     def _extend(self, ctx: list[int]) -> None:
         if len(ctx) < self._indexed:
-            self.begin([], Sampler())
+            self._clear()
         for e in range(max(self._indexed, 1), len(ctx)):
             for n in range(1, min(self.ngram_max, e) + 1):
                 self._index[n][tuple(ctx[e - n : e])] = e
@@ -165,7 +171,7 @@ class PromptLookup(DraftSource):
         for n in range(min(self.ngram_max, L), self.ngram_min - 1, -1):
             e = self._index[n].get(tuple(context[L - n :]))
             if e is not None:
-                return Draft(context[e : e + k])
+                return Draft(context[e : e + k], match=n, in_prompt=e < self._prompt_len)
         return Draft([])
 
     def describe(self) -> dict:

@@ -154,11 +154,11 @@ class Engine:
             model = src.model if isinstance(src, ModelDraft) else None
             known = self._costs.get("_target")
             if model is None and known is not None:  # lookup drafts for free: target costs suffice
-                c = Costs(dict(known.verify))
+                c = Costs(dict(known.verify), settle=known.settle)
             else:
                 c = self._cached_costs(model)
             self._costs[key] = c
-            self._costs.setdefault("_target", Costs(dict(c.verify)))
+            self._costs.setdefault("_target", Costs(dict(c.verify), settle=c.settle))
             self.load_s[f"calibrate {key}"] = time.perf_counter() - t0
         return self._costs[key]
 
@@ -170,8 +170,8 @@ class Engine:
         except (OSError, ValueError):
             data = {}
         hit = data.get(k)
-        if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S and "draft_round" in hit:
-            c = Costs({int(n): v for n, v in hit["verify"].items()}, hit["draft_step"], hit["draft_round"])
+        if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S and "settle" in hit:
+            c = Costs.from_dict(hit)
             if plausible(c):
                 return c
         c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT))

@@ -173,6 +173,8 @@ def decode(
         t1 = time.perf_counter()
         d = draft.propose(context, k) if k > 0 else Draft([])
         d.tokens = d.tokens[:k]
+        if control is not None and d.tokens:
+            d.tokens = d.tokens[: control.keep(d)]
         t2 = time.perf_counter()
         n_past = target.n_past
         logits = target.eval([last] + d.tokens)
@@ -200,7 +202,8 @@ def decode(
             st.accepted_by_pos[i] += int(i < n_acc)
         if draft is not None:
             draft.accepted(n_d, n_acc)
-            control.observe(n_d, n_acc, draft_s=t2 - t1 - d.sync_s, verify_s=t3 - t2)
+            control.observe(n_d, n_acc, draft_s=t2 - t1 - d.sync_s, verify_s=t3 - t2,
+                            match=d.match, in_prompt=d.in_prompt)
 
         new = d.tokens[:n_acc] + [nxt]
         step = Step([], [], [], n_d, n_acc, k, 0.0)

@@ -2,6 +2,7 @@
 import pytest
 
 from specquant.control import Costs, DraftControl, best_k, expected_speedup, expected_tokens
+from specquant.drafts import Draft
 
 
 def test_expected_tokens_geometric():
@@ -60,7 +61,29 @@ def test_fixed_k_and_bad_k():
 def test_free_draft_drafts_even_with_modest_acceptance():
     c = Costs({1: 1.0, 2: 1.3, 3: 1.6, 5: 2.2, 9: 3.4}, draft_step=0.6)
     ctl = DraftControl("auto", costs=c, free_draft=True, prior=0.8)
-    assert ctl.next_k() > 0
+    k = ctl.next_k()
+    assert k > 0 and ctl.keep(Draft([5] * k)) > 0
+    model = DraftControl("auto", costs=c, prior=0.8)  # the same acceptance from a model draft: too dear
+    assert model.next_k() == 0
+
+
+def test_copied_drafts_are_verified_by_the_record_of_their_kind_of_match():
+    # A 2-token pass costs 1.5 steps: a one-token draft pays only if kept > 50% of the time.
+    c = Costs({1: 1.0, 2: 1.5, 3: 1.6, 5: 1.9, 9: 2.5})
+    ctl = DraftControl("auto", costs=c, free_draft=True, probe_every=10**6)
+    long_in_prompt = Draft([1, 2, 3, 4, 5, 6, 7, 8], match=7, in_prompt=True)  # copying a passage
+    bigram_in_answer = Draft([9], match=2, in_prompt=False)  # a common phrase recurring
+    assert ctl.keep(long_in_prompt) >= 4
+    assert ctl.keep(bigram_in_answer) == 0  # a plain step instead
+    for _ in range(6):  # ...but these bigrams keep being right
+        ctl.observe(1, 1, match=2, in_prompt=False)
+    assert ctl.keep(bigram_in_answer) == 1
+    for _ in range(8):  # and this prompt's long matches keep going elsewhere
+        ctl.observe(2, 0, match=6, in_prompt=True)
+    assert ctl.keep(long_in_prompt) == 0
+    assert ctl.keep(Draft([1, 2], match=3, in_prompt=True)) == 2  # 3-grams keep their own record (prior 0.62)
+    fixed = DraftControl(4, costs=c, free_draft=True)  # a fixed k verifies whatever was proposed
+    assert fixed.keep(bigram_in_answer) == 1
 
 
 def test_slower_steps_as_the_context_grows_do_not_make_drafting_look_cheap():
@@ -98,13 +121,16 @@ def test_a_drafting_round_pays_the_draft_catch_up_once():
 
 
 class _Timed:
-    """A stand-in target whose passes take scripted times: the first calibration sees a busy
-    machine (a 1-token pass dearer than a 9-token one), the next a quiet one."""
+    """A stand-in target whose passes take scripted times (ms per pass length): the first
+    calibration sees a busy machine (a 1-token pass dearer than a 9-token one), the next a
+    quiet one. ``rebuild``: extra ms for a pass whose length differs from the previous one's
+    (as llama.cpp rebuilds its graph when the batch shape changes)."""
 
     n_ctx = 512
+    PER_TRY = 9 * 4 * 4  # (8 rounds + warm-up) x 4 longer shapes x 4 passes
 
-    def __init__(self, plans):
-        self.plans, self.calls = plans, 0
+    def __init__(self, plans, rebuild=0.0):
+        self.plans, self.rebuild, self.calls, self.prev = plans, rebuild, 0, None
 
     def reset(self):
         pass
@@ -118,9 +144,11 @@ class _Timed:
     def eval(self, tokens):
         import time
 
-        plan = self.plans[min(self.calls // 45, len(self.plans) - 1)]  # 9 rounds x 5 shapes per try
+        plan = self.plans[min(self.calls // self.PER_TRY, len(self.plans) - 1)]
         self.calls += 1
-        time.sleep(plan[len(tokens)] / 1000)
+        extra = self.rebuild if self.prev not in (None, len(tokens)) else 0.0
+        self.prev = len(tokens)
+        time.sleep((plan[len(tokens)] + extra) / 1000)
 
 
 def test_an_implausible_calibration_is_taken_again():
@@ -128,10 +156,28 @@ def test_an_implausible_calibration_is_taken_again():
 
     busy = {1: 12, 2: 6, 3: 6.5, 5: 7, 9: 8}
     quiet = {1: 4, 2: 5, 3: 5.5, 5: 6.5, 9: 8}
-    c = measure_costs(_Timed([busy, quiet]), context=[1, 2, 3])
+    c = measure_costs(_Timed([busy, quiet]), context=[1, 2, 3], budget_s=100)
     assert plausible(c) and c.T(2) / c.T(1) == pytest.approx(1.25, rel=0.15)
-    worst = measure_costs(_Timed([busy]), context=[1, 2, 3], attempts=2)  # never quiet: made monotone
+    worst = measure_costs(_Timed([busy]), context=[1, 2, 3], attempts=2, budget_s=100)  # never quiet: made monotone
     assert plausible(worst) and worst.T(2) >= worst.T(1)
+
+
+def test_calibration_times_passes_in_the_order_decoding_meets_them():
+    # One-token steps in a row reuse their graph; a 2-token pass between them pays for a
+    # rebuild, and so does the step after it. Timing the shapes back to back would charge the
+    # rebuild to every one-token step and make drafting look cheap.
+    from specquant.control import measure_costs
+
+    plan = {1: 4, 2: 5, 3: 5.5, 5: 6.5, 9: 8}
+    c = measure_costs(_Timed([plan], rebuild=3.0), context=[1, 2, 3], budget_s=100)
+    assert c.T(1) == pytest.approx(0.004, rel=0.25)
+    assert c.T(2) == pytest.approx(0.008, rel=0.25)
+    assert c.settle == pytest.approx(0.003, rel=0.3)
+    assert c.round_cost(2) == pytest.approx(0.011, rel=0.25) and c.round_cost(1) == c.T(1)
+    slow = _Timed([plan])  # a large model: a round takes longer than the budget allows
+    quick = measure_costs(slow, context=[1, 2, 3], budget_s=0.05)
+    assert slow.calls == (1 + 3) * 4 * 4  # warm-up + the 3 rounds at least
+    assert quick.T(1) == pytest.approx(0.004, rel=0.25)
 
 
 def test_batches_dearer_than_calibrated_stop_a_marginal_draft():
@@ -143,7 +189,7 @@ def test_batches_dearer_than_calibrated_stop_a_marginal_draft():
     def steps(ctl, two_token_pass):
         ks = []
         for i in range(40):
-            k = ctl.next_k()
+            k = ctl.keep(Draft([7] * ctl.next_k()))
             ks.append(k)
             if k and i % 2:
                 ctl.observe(k, 0, verify_s=two_token_pass)
@@ -151,8 +197,9 @@ def test_batches_dearer_than_calibrated_stop_a_marginal_draft():
                 ctl.observe(0, 0, verify_s=1.0)
         return ks
 
-    dear = DraftControl("auto", costs=c, free_draft=True, prior=0.35, prior_weight=1e6, probe_every=10**6)
-    assert dear.next_k() == 1
+    dear = DraftControl("auto", costs=c, free_draft=True, prior=0.35, prior_weight=1e6, probe_every=10**6, k_max=1)
+    assert dear.keep(Draft([7])) == 1
     assert steps(dear, 1.5)[-10:] == [0] * 10
-    as_calibrated = DraftControl("auto", costs=c, free_draft=True, prior=0.35, prior_weight=1e6, probe_every=10**6)
+    as_calibrated = DraftControl("auto", costs=c, free_draft=True, prior=0.35, prior_weight=1e6, probe_every=10**6,
+                                 k_max=1)
     assert steps(as_calibrated, 1.25)[-10:] == [1] * 10

@@ -18,6 +18,16 @@ def test_prompt_lookup_prefers_longer_ngrams_and_latest_occurrence():
     assert pl.propose(ctx, 2).tokens == [9, 5]
 
 
+def test_prompt_lookup_says_how_long_its_match_was_and_where():
+    pl = PromptLookup(ngram_max=4, ngram_min=2)
+    prompt = [10, 11, 12, 13, 14, 15]
+    pl.begin(prompt, Sampler())
+    d = pl.propose(prompt + [20, 11, 12, 13], 2)
+    assert (d.tokens, d.match, d.in_prompt) == ([14, 15], 3, True)
+    d = pl.propose(prompt + [20, 11, 12, 13, 30, 31, 5, 30, 31], 1)  # the latest (30, 31) is in the answer
+    assert (d.tokens, d.match, d.in_prompt) == ([5], 2, False)
+
+
 def test_prompt_lookup_without_match_proposes_nothing():
     pl = PromptLookup()
     assert pl.propose([1, 2, 3], 4).tokens == []
