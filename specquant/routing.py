@@ -35,13 +35,15 @@ MIN_GAIN = 1.02  # drafting must be expected to beat plain decoding by this much
 
 _GROUNDED_WORDS = re.compile(
     r"\b(summari[sz]e|rewrite|rephrase|paraphrase|edit|fix|refactor|rename|translate|proofread|correct|"
-    r"convert|copy|extract|quote|reformat|format|turn .{0,20} into|add .{0,30} to)\b", re.I)
+    r"convert|copy|extract|quote|reformat|format|turn .{0,20} into|add .{0,30} to|"
+    r"read the|according to|based on|the (?:text|passage|following))\b", re.I)
 
 
 def is_grounded(prompt: str) -> bool:
-    """A prompt that carries its own material (text or code to summarise, rewrite or edit):
-    the answer will copy from it, which is what prompt lookup drafts from."""
-    long_material = len(prompt) > 300 and ("\n" in prompt.strip() or "```" in prompt or ":" in prompt)
+    """A prompt that carries its own material (text or code to summarise, rewrite, edit or
+    answer from): the answer will copy from it, which is what prompt lookup drafts from. (A
+    wrong guess costs little: lookup verifies a copy only after matches it can trust.)"""
+    long_material = len(prompt) > 200 and ("\n" in prompt.strip() or "```" in prompt or ":" in prompt)
     return bool(long_material and _GROUNDED_WORDS.search(prompt)) or "```" in prompt and len(prompt) > 200
 
 

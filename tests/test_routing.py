@@ -68,6 +68,12 @@ def test_is_grounded():
     text = "The council met on Tuesday to discuss new bicycle lanes. " * 8
     assert routing.is_grounded(f"Summarise the following text.\n\n{text}")
     assert routing.is_grounded("Rename x to y:\n```python\n" + "x = 1\nprint(x)\n" * 20 + "```")
+    memo = (
+        "Dear team, the quarterly review moved from Monday to Wednesday at 10 am in room 4B. Please bring "
+        "your project updates and the budget spreadsheet."
+    )
+    assert routing.is_grounded(f"Rewrite this email in a formal tone.\n\n{memo} Lunch is provided. Ask Maria.")
+    assert routing.is_grounded(f"Read the text and answer: where is the review?\n\n{memo} {memo}")
     assert not routing.is_grounded("What is the capital of France?")
     assert not routing.is_grounded("Write a long essay about " + "the sea " * 60)
 
