@@ -2,8 +2,8 @@
 
 Decodes each grounded prompt plainly, then replays prompt lookup over the answer with the
 target pass costs calibrated on this machine (T(n) for a pass over n tokens), under three
-draft-length policies: the one SpecQuant runs (the ramp: doubling on hits, halving after a miss),
-a fixed k, and an oracle that knows in advance how many drafted tokens the target will keep
+draft-length policies: the one SpecQuant runs ("shipped": verify as much of a copy as the record
+of its kind of match says pays), a fixed k, and an oracle that knows in advance how many drafted tokens the target will keep
 (it drafts exactly those). The oracle bounds every policy that uses this draft source; a
 "perfect copy" line bounds any draft at all (k tokens always kept).
 
@@ -23,23 +23,28 @@ from specquant.bench import load_prompts  # noqa: E402
 from specquant.control import DraftControl  # noqa: E402
 from specquant.drafts import PromptLookup  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402
+from specquant.sampling import Sampler  # noqa: E402
 
 
 def replay(prompt: list[int], answer: list[int], costs, policy: str, k_max: int) -> float:
     """Target-pass cost (in one-token steps) of producing ``answer`` with prompt lookup."""
     src = PromptLookup()
-    ctl = DraftControl("auto", costs=costs, free_draft=True, prior=1.0, prior_weight=1e6, k_max=k_max)
+    src.begin(prompt, Sampler())
+    ctl = DraftControl("auto", costs=costs, free_draft=True, k_max=k_max)
     ctx, i, cost = list(prompt), 0, 0.0
     while i < len(answer):
-        k = {"ramp": ctl.next_k(), "fixed": k_max, "oracle": k_max}[policy]
-        d = src.propose(ctx, k).tokens
+        k = min(k_max, len(answer) - i - 1)
+        draft = src.propose(ctx, k) if k else None
+        d = draft.tokens if draft else []
+        if policy == "shipped" and d:
+            d = d[: ctl.keep(draft)]
         kept = 0
         while kept < len(d) and i + kept < len(answer) and d[kept] == answer[i + kept]:
             kept += 1
         if policy == "oracle":
             d = d[:kept]
-        if policy == "ramp" and d:
-            ctl.observe(len(d), kept)
+        if policy == "shipped" and d:
+            ctl.observe(len(d), kept, match=draft.match, in_prompt=draft.in_prompt)
         n = min(kept + 1, len(answer) - i)
         cost += costs.round_cost(len(d) + 1) / costs.T(1)
         ctx += answer[i : i + n]
@@ -59,12 +64,12 @@ def main() -> int:
     costs = eng.costs("lookup")
     rel = {n: round(costs.round_cost(n) / costs.T(1), 3) for n in (1, 2, 3, 5, 9)}
     print("calibrated verify cost, in one-token steps:", rel)
-    rows, totals = [], {"tokens": 0, "ramp": 0.0, "fixed": 0.0, "oracle": 0.0, "perfect": 0.0}
+    rows, totals = [], {"tokens": 0, "shipped": 0.0, "fixed": 0.0, "oracle": 0.0, "perfect": 0.0}
     for p in [p for p in load_prompts() if p.get("grounded")]:
         toks = eng.prompt_tokens(p["prompt"])
         ans = eng.run(toks, draft="none", max_tokens=args.max_tokens).tokens
         row = {"id": p["id"], "tokens": len(ans)}
-        for pol in ("ramp", "fixed", "oracle"):
+        for pol in ("shipped", "fixed", "oracle"):
             row[pol] = replay(toks, ans, costs, pol, args.k)
         full, rest = divmod(len(ans), args.k + 1)
         row["perfect"] = (full * costs.round_cost(args.k + 1) + (costs.round_cost(rest) if rest else 0.0)) / costs.T(1)
@@ -72,8 +77,8 @@ def main() -> int:
         for key in totals:
             totals[key] += row[key]
         print(f"{p['id']:18s} " + "  ".join(f"{pol} {row['tokens'] / row[pol]:.2f}x"
-                                            for pol in ("ramp", "fixed", "oracle", "perfect")), flush=True)
-    summary = {pol: totals["tokens"] / totals[pol] for pol in ("ramp", "fixed", "oracle", "perfect")}
+                                            for pol in ("shipped", "fixed", "oracle", "perfect")), flush=True)
+    summary = {pol: totals["tokens"] / totals[pol] for pol in ("shipped", "fixed", "oracle", "perfect")}
     print("all grounded prompts: " + "  ".join(f"{pol} {x:.2f}x" for pol, x in summary.items()))
     write_result({"model": args.model, "k_max": args.k, "verify_cost_steps": rel, "summary": summary,
                   "prompts": rows}, args.out)

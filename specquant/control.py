@@ -79,19 +79,27 @@ def expected_tokens(a: float, k: int) -> float:
     return (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
-def expected_speedup(costs: Costs, a: float, k: int) -> float:
-    """Throughput of drafting k tokens relative to plain decoding."""
+def expected_run_tokens(first: float, a: float, k: int) -> float:
+    """Tokens per target pass when the first draft token is kept with probability ``first`` and
+    each later one, given its predecessors were, with ``a`` (a copied passage goes on)."""
+    return 1.0 + first * (k if a >= 1.0 else (1.0 - a**k) / (1.0 - a))
+
+
+def expected_speedup(costs: Costs, a: float, k: int, first: float | None = None) -> float:
+    """Throughput of drafting k tokens relative to plain decoding (``first``: the first
+    token's acceptance where it differs from the rest's)."""
     if k == 0:
         return 1.0
-    return expected_tokens(a, k) / (costs.draft_cost(k) + costs.round_cost(k + 1)) * costs.T(1)
+    e = expected_tokens(a, k) if first is None else expected_run_tokens(first, a, k)
+    return e / (costs.draft_cost(k) + costs.round_cost(k + 1)) * costs.T(1)
 
 
-def best_k(costs: Costs, a: float, k_max: int, min_gain: float = 1.0) -> tuple[int, float]:
+def best_k(costs: Costs, a: float, k_max: int, min_gain: float = 1.0, first: float | None = None) -> tuple[int, float]:
     """The draft length with the highest expected speed-up; 0 (plain) unless one beats
     ``min_gain``."""
     best = (0, min_gain)
     for k in range(1, k_max + 1):
-        s = expected_speedup(costs, a, k)
+        s = expected_speedup(costs, a, k, first)
         if s > best[1] + 1e-9:
             best = (k, s)
     return best
@@ -192,19 +200,33 @@ def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 
 
 # Prompt lookup's drafts are judged by the n-gram match they were copied after: the longer the
 # match, the likelier a passage is being copied; a two-token match is often a common phrase that
-# goes on differently, more so in the answer so far than in the prompt's material. How often the
-# first copied token was the target's own next token (greedy SmolLM2-135M, the bundled prompts,
-# 64-token answers), by match length, copied from the prompt / from the answer: 1: 20% / 24%,
-# 2: 59% / 39%, 3: 62% / 64%, 4: 65% / 67%, 5 or more: 90% / 78%. (Whether the prompt was a
-# grounded one made little difference once these were known.) They are the priors of each kind's
-# acceptance; a run learns from its own matches.
-MATCH_PRIOR = {(1, True): 0.20, (1, False): 0.24, (2, True): 0.59, (2, False): 0.39, (3, True): 0.62,
-               (3, False): 0.64, (4, True): 0.65, (4, False): 0.67, (5, True): 0.90, (5, False): 0.78}
+# goes on differently, more so in the answer so far than in the prompt's material. Measured with
+# greedy SmolLM2-135M over the bundled prompts (64-token answers, drafts of up to 8): how often
+# the first copied token was the target's own, and each later one given the ones before were,
+# by match length (5 = 5 or more) and by where the match was (prompt / answer so far):
+#   2: 59% then 72% / 39% then 66%      3: 62% then 79% / 64% then 67%
+#   4: 65% then 86% / 67% then 68%      5: 90% then 91% / 78% then 82%
+# (Whether the prompt was a grounded one made little difference once these were known.) They
+# are the priors of each kind's acceptance; a run learns from its own matches.
+MATCH_PRIOR = {(1, True): (0.20, 0.5), (1, False): (0.24, 0.5), (2, True): (0.59, 0.72), (2, False): (0.39, 0.66),
+               (3, True): (0.62, 0.79), (3, False): (0.64, 0.67), (4, True): (0.65, 0.86), (4, False): (0.67, 0.68),
+               (5, True): (0.90, 0.91), (5, False): (0.78, 0.82)}
 MATCH_LONG = 5  # longer matches count as this long
-MATCH_PRIOR_WEIGHT = 4.0
-# A copied draft is verified only when expected to gain at least this much: each drafting pass
-# also costs Python work and a cache rollback on a miss that the cost model leaves out.
-KEEP_MIN_GAIN = 1.05
+MATCH_PRIOR_WEIGHT = 2.0
+# A copied draft is verified only when expected to gain at least this much, with its first
+# token's acceptance taken KEEP_CAUTION standard errors low (the prior counting as
+# MATCH_PRIOR_WEIGHT observations): a miss costs a whole verify pass at once, two steps or
+# more, hits pay back a token at a time, and on a short answer one unlucky bet is several per
+# cent. Interleaved runs of the 9 grounded prompts on the 2-core VM: a 5% margin and no caution
+# made 1.10x in all but single prompts fell to 0.93-0.96x; these settings 1.09-1.10x with the
+# worst prompts at 0.97-0.99x (which is the noise of those measurements).
+KEEP_MIN_GAIN = 1.2
+KEEP_CAUTION = 1.5
+# ...and only as long as a miss would cost no more than this many one-token steps beyond what
+# drafting has already saved in this run: the first bets are short (a miss costs a 2- to
+# 4-token pass, not a 9-token one), long ones are made with what earlier hits saved, and a
+# prompt where copying fails loses about a step in all, never several.
+LOSS_ALLOWANCE = 1.0
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 63, llama.cpp's CPU attention takes a
 # tiled kernel that sums differently from one-token steps; long drafts never pay anyway.)
@@ -231,10 +253,8 @@ class DraftControl:
         self.k_fixed = k if not self.auto else None
         self.k_max = k_max
         self.costs = costs  # as calibrated, never changed; a run tracks only their level (_costs)
-        # e.g. prompt lookup: drafting costs (nearly) nothing, and its hits come in runs (a
-        # passage being copied) between misses, so its length also ramps: from 1, doubling while
-        # whole drafts are kept, halving after a miss. Misses in a row then cost 2-token passes,
-        # not 9-token ones, and a copy that resumes after one miss is back at full length soon.
+        # e.g. prompt lookup: proposing costs nothing, so it proposes k_max tokens and keep()
+        # decides how many of them are worth a verify pass.
         self.free_draft = free_draft
         self.prior, self.prior_weight = prior, prior_weight
         self.probe_every = probe_every
@@ -248,9 +268,10 @@ class DraftControl:
         self._verify_scale, self._draft_scale = 1.0, None
         self._shape, self._level_seen = 1.0, False  # multi-token passes against one-token ones
         self._shape_n = 0
-        self._ramp = 1
-        self._by_match: dict[tuple[int, bool], list[int]] = {}  # match kind -> [kept, examined]
+        # match kind -> [first tokens kept, first tokens examined, later kept, later examined]
+        self._by_match: dict[tuple[int, bool], list[int]] = {}
         self.history: list[int] = []
+        self.gain = 0.0  # one-token steps saved by drafting so far in this run (by the cost model)
 
     @property
     def acceptance(self) -> float:
@@ -260,12 +281,14 @@ class DraftControl:
     def _match_kind(match: int, in_prompt: bool) -> tuple[int, bool]:
         return max(1, min(match, MATCH_LONG)), bool(in_prompt)
 
-    def match_acceptance(self, match: int, in_prompt: bool) -> float:
-        """Acceptance of drafts copied after an n-gram match of this length (prompt lookup),
-        from the prompt or from the answer so far."""
+    def match_acceptance(self, match: int, in_prompt: bool) -> tuple[float, float]:
+        """Acceptance of the first token and of each later one, for drafts copied after an
+        n-gram match of this length (prompt lookup), from the prompt or from the answer so far."""
         kind = self._match_kind(match, in_prompt)
-        kept, seen = self._by_match.get(kind, (0, 0))
-        return (kept + MATCH_PRIOR[kind] * MATCH_PRIOR_WEIGHT) / (seen + MATCH_PRIOR_WEIGHT)
+        k1, n1, kc, nc = self._by_match.get(kind, (0, 0, 0, 0))
+        p1, pc = MATCH_PRIOR[kind]
+        w = MATCH_PRIOR_WEIGHT
+        return (k1 + p1 * w) / (n1 + w), (kc + pc * w) / (nc + w)
 
     def _acceptance_ucb(self) -> float:
         n = self.attempts + self.prior_weight
@@ -304,8 +327,6 @@ class DraftControl:
                         k = k_opt
         if k > 0:
             self._since_draft = 0
-            if self.auto and self.free_draft:
-                k = min(k, self._ramp)
         self.history.append(k)
         return k
 
@@ -316,8 +337,21 @@ class DraftControl:
         n = len(draft.tokens)
         if not (n and self.auto and self.free_draft and self.costs is not None and self.costs.verify):
             return n
-        a = self.match_acceptance(draft.match, draft.in_prompt) if draft.match else self.acceptance
-        k, _ = best_k(self._costs(), a, n, KEEP_MIN_GAIN)
+        costs = self._costs()
+        t1, budget = costs.T(1), LOSS_ALLOWANCE + self.gain
+        while n and costs.round_cost(n + 1) / t1 - 1.0 > budget:  # what a miss would cost, in steps
+            n -= 1
+        if not n:
+            return 0
+        if draft.match:
+            first, later = self.match_acceptance(draft.match, draft.in_prompt)
+            # Judged on a pessimistic first-token acceptance: a miss costs a whole verify pass at
+            # once, while hits pay back a little at a time.
+            seen = self._by_match.get(self._match_kind(draft.match, draft.in_prompt), (0, 0))[1]
+            first = max(0.0, first - KEEP_CAUTION * math.sqrt(first * (1 - first) / (seen + MATCH_PRIOR_WEIGHT + 1)))
+            k, _ = best_k(costs, later, n, KEEP_MIN_GAIN, first=first)
+        else:
+            k, _ = best_k(costs, self.acceptance, n, KEEP_MIN_GAIN)
         return k
 
     def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0,
@@ -325,11 +359,16 @@ class DraftControl:
         if drafted:
             self.attempts += min(accepted + 1, drafted)
             self.kept += accepted
+            if self.costs is not None and self.costs.verify:
+                c = self._costs()
+                self.gain += accepted + 1 - c.round_cost(drafted + 1) / c.T(1)
             if match:
-                b = self._by_match.setdefault(self._match_kind(match, in_prompt), [0, 0])
-                b[0] += accepted
-                b[1] += min(accepted + 1, drafted)
-            self._ramp = min(self.k_max, 2 * self._ramp) if accepted >= drafted else max(1, self._ramp // 2)
+                rec = self._by_match.setdefault(self._match_kind(match, in_prompt), [0, 0, 0, 0])
+                rec[0] += accepted > 0
+                rec[1] += 1
+                if accepted:
+                    rec[2] += accepted - 1
+                    rec[3] += min(accepted + 1, drafted) - 1
         if not self.auto or self.costs is None:
             return
         # Follow the level of the costs (a longer context, a busier machine) from one-token
