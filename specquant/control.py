@@ -222,15 +222,29 @@ MATCH_PRIOR_WEIGHT = 2.0
 # worst prompts at 0.97-0.99x (which is the noise of those measurements).
 KEEP_MIN_GAIN = 1.2
 KEEP_CAUTION = 1.5
-# ...and only as long as a miss would cost no more than this many one-token steps beyond what
-# drafting has already saved in this run: the first bets are short (a miss costs a 2- to
-# 4-token pass, not a 9-token one), long ones are made with what earlier hits saved, and a
-# prompt where copying fails loses about a step in all, never several.
-LOSS_ALLOWANCE = 1.0
+# A kind of match not yet seen to work in this run is bet on only as far as a miss would cost
+# no more than LOSS_ALLOWANCE missed one-token copies (0.45-1.0 steps each here, as 2-token
+# passes come and go) beyond what drafting has already saved in the run: a probe, and a hit
+# proves the kind and opens the long bets. A prompt where copying never works loses about one
+# or two steps in all, never several.
+LOSS_ALLOWANCE = 1.5
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 63, llama.cpp's CPU attention takes a
 # tiled kernel that sums differently from one-token steps; long drafts never pay anyway.)
 MAX_DRAFT = 32
+
+
+@dataclass
+class Drift:
+    """How the target's passes compare with their calibration lately: the level of one-token
+    steps and the ratio of multi-token passes to them. Shared by the runs of one engine, so a
+    run starts from what the last ones saw, not from a calibration taken when the machine was
+    in another mood (on this VM one-token steps move between 6.7 and 8.8 ms while 9-token
+    passes stay at 22 ms)."""
+
+    scale: float = 1.0
+    shape: float = 1.0
+    shape_n: int = 0
 
 
 class DraftControl:
@@ -243,7 +257,7 @@ class DraftControl:
 
     def __init__(self, k: int | str = "auto", *, k_max: int = 8, costs: Costs | None = None,
                  prior: float = 0.7, prior_weight: float = 4.0, probe_every: int = 16, probe_gain: float = 1.05,
-                 free_draft: bool = False):
+                 free_draft: bool = False, drift: Drift | None = None):
         if k != "auto":
             if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_DRAFT:
                 raise ValueError(f"draft length must be an integer from 1 to {MAX_DRAFT} or 'auto', got {k!r}")
@@ -259,15 +273,16 @@ class DraftControl:
         self.prior, self.prior_weight = prior, prior_weight
         self.probe_every = probe_every
         self.probe_gain = probe_gain
+        self.drift = drift if drift is not None else Drift()
         self.reset()
 
     def reset(self) -> None:
         self.attempts = 0  # draft positions examined by the target
         self.kept = 0
         self._since_draft = 0
-        self._verify_scale, self._draft_scale = 1.0, None
-        self._shape, self._level_seen = 1.0, False  # multi-token passes against one-token ones
-        self._shape_n = 0
+        self._verify_scale, self._draft_scale = self.drift.scale, None
+        self._shape, self._level_seen = self.drift.shape, False  # multi-token passes against one-token ones
+        self._shape_n = min(self.drift.shape_n, 3)  # earlier runs' observations count, this run's more
         # match kind -> [first tokens kept, first tokens examined, later kept, later examined]
         self._by_match: dict[tuple[int, bool], list[int]] = {}
         self.history: list[int] = []
@@ -338,21 +353,28 @@ class DraftControl:
         if not (n and self.auto and self.free_draft and self.costs is not None and self.costs.verify):
             return n
         costs = self._costs()
-        t1, budget = costs.T(1), LOSS_ALLOWANCE + self.gain
-        while n and costs.round_cost(n + 1) / t1 - 1.0 > budget:  # what a miss would cost, in steps
-            n -= 1
-        if not n:
-            return 0
         if draft.match:
+            kind = self._match_kind(draft.match, draft.in_prompt)
             first, later = self.match_acceptance(draft.match, draft.in_prompt)
+            k1, seen = self._by_match.get(kind, (0, 0))[:2]
             # Judged on a pessimistic first-token acceptance: a miss costs a whole verify pass at
             # once, while hits pay back a little at a time.
-            seen = self._by_match.get(self._match_kind(draft.match, draft.in_prompt), (0, 0))[1]
             first = max(0.0, first - KEEP_CAUTION * math.sqrt(first * (1 - first) / (seen + MATCH_PRIOR_WEIGHT + 1)))
-            k, _ = best_k(costs, later, n, KEEP_MIN_GAIN, first=first)
+            proven = k1 > 0  # a copy after this kind of match was kept in this run
         else:
-            k, _ = best_k(costs, self.acceptance, n, KEEP_MIN_GAIN)
-        return k
+            first, later, proven = None, self.acceptance, self.kept > 0
+        k, _ = best_k(costs, later, n, KEEP_MIN_GAIN, first=first)
+        if not k or proven:
+            return k
+        # Not yet seen to work in this run: bet no more than a miss may cost (a probe, when
+        # that is shorter than the best bet; a hit proves the kind and opens the long bets).
+        t1 = costs.T(1)
+        probe = costs.round_cost(2) / t1 - 1.0  # what a missed one-token copy costs, in steps
+        budget = LOSS_ALLOWANCE * probe + self.gain
+        cap = k
+        while cap and costs.round_cost(cap + 1) / t1 - 1.0 > budget:
+            cap -= 1
+        return best_k(costs, later, cap, 0.0, first=first)[0] if cap else 0
 
     def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0,
                 match: int = 0, in_prompt: bool = False) -> None:
@@ -388,6 +410,7 @@ class DraftControl:
                 self._shape_n += 1
                 w = max(0.2, 1.0 / (self._shape_n + 1))
                 self._shape = (1 - w) * self._shape + w * ratio / self._verify_scale
+            self.drift.scale, self.drift.shape, self.drift.shape_n = self._verify_scale, self._shape, self._shape_n
         if drafted and draft_s > 0 and not self.free_draft and base.draft_step > 0:
             obs = draft_s / base.draft_cost(drafted)
             self._draft_scale = obs if self._draft_scale is None else 0.8 * self._draft_scale + 0.2 * obs

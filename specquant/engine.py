@@ -18,7 +18,7 @@ from typing import Iterator
 from backends import BackendError, Model, load_model
 
 from . import routing
-from .control import MAX_DRAFT, Costs, DraftControl, measure_costs, plausible
+from .control import MAX_DRAFT, Costs, DraftControl, Drift, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft, PromptLookup
 from .paths import cache_dir
 from .quantize import ALIASES, normalize_qtype, quantize, source_id
@@ -70,6 +70,7 @@ class Engine:
         self.exact = self.target.batch_invariant()
         self._drafts: dict[str, DraftSource | None] = {}
         self._costs: dict[str, Costs] = {}
+        self.drift = Drift()  # what runs observe of the target's costs, carried from run to run
         self.label = label or self.target.path.name
 
     @classmethod
@@ -240,7 +241,7 @@ class Engine:
         # The router's guess (for lookup, stream() supplies one from the prompt when nobody
         # did): evidence should overrule it fast.
         belief = {"prior": prior, "prior_weight": 2.0} if prior is not None else {}
-        return DraftControl("auto", costs=self.costs(spec), free_draft=lookup, **belief)
+        return DraftControl("auto", costs=self.costs(spec), free_draft=lookup, drift=self.drift, **belief)
 
     # --- runs -------------------------------------------------------------------------------
     def prompt_tokens(self, prompt: str, *, chat: bool = True, system: str | None = None) -> list[int]:

@@ -73,13 +73,16 @@ def test_copied_drafts_are_verified_by_the_record_of_their_kind_of_match():
     ctl = DraftControl("auto", costs=c, free_draft=True, probe_every=10**6)
     long_in_prompt = Draft([1, 2, 3, 4, 5, 6, 7, 8], match=7, in_prompt=True)  # copying a passage
     bigram_in_answer = Draft([9], match=2, in_prompt=False)  # a common phrase recurring
-    assert ctl.keep(long_in_prompt) >= 4
+    # Not yet seen to work in this run: a probe whose miss costs at most 1.5 missed 1-token copies
+    assert ctl.keep(long_in_prompt) == 3
     assert ctl.keep(bigram_in_answer) == 0  # a plain step instead
+    ctl.observe(3, 3, match=7, in_prompt=True)  # the probe was kept: the long bets open
+    assert ctl.keep(long_in_prompt) == 8
     for _ in range(12):  # ...but these bigrams keep being right
         ctl.observe(1, 1, match=2, in_prompt=False)
     assert ctl.keep(bigram_in_answer) == 1
     for _ in range(8):  # and this prompt's long matches keep going elsewhere
-        ctl.observe(2, 0, match=6, in_prompt=True)
+        ctl.observe(8, 0, match=6, in_prompt=True)
     assert ctl.keep(long_in_prompt) == 0
     assert ctl.match_acceptance(3, True) == pytest.approx(MATCH_PRIOR[(3, True)])  # 3-grams keep their own record
     fixed = DraftControl(4, costs=c, free_draft=True)  # a fixed k verifies whatever was proposed
@@ -98,7 +101,7 @@ def test_where_copying_keeps_failing_a_run_loses_about_a_step_in_all():
         if k:
             lost += c.round_cost(k + 1) - 1.0
         ctl.observe(k, 0, match=8, in_prompt=True)
-    assert 0 < lost <= LOSS_ALLOWANCE + 1e-9
+    assert 0 < lost <= LOSS_ALLOWANCE * (c.round_cost(2) - 1.0) + 1e-9
     assert bets[0] > 1 and not any(bets[10:])
 
 
@@ -124,15 +127,32 @@ def test_a_copy_that_goes_on_is_verified_at_length_and_a_doubtful_one_briefly_or
     ctl = DraftControl("auto", costs=c, free_draft=True, k_max=8)
     assert ctl.next_k() == 8  # proposing is free: always the longest
     passage = Draft(list(range(8)), match=6, in_prompt=True)
-    assert ctl.keep(passage) == 5  # the first bet: a miss may cost one step (a 6-token pass), no more
-    ctl.observe(5, 5, match=6, in_prompt=True)  # it was kept whole: 4 steps saved
-    assert ctl.gain == pytest.approx(6 - c.round_cost(6))
+    assert ctl.keep(passage) == 2  # a probe: a miss may cost 1.5 missed one-token copies, no more
+    ctl.observe(2, 2, match=6, in_prompt=True)  # it was kept whole
+    assert ctl.gain == pytest.approx(3 - c.round_cost(3))
     assert ctl.keep(passage) == 8
     for _ in range(10):  # copies after long prompt matches that end after two tokens
         ctl.observe(8, 2, match=6, in_prompt=True)
     assert 1 <= ctl.keep(passage) <= 4
     first, later = ctl.match_acceptance(6, True)
     assert first > 0.9 and later < 0.65
+
+
+def test_a_run_starts_from_what_the_last_runs_saw_of_the_costs():
+    from specquant.control import Drift
+
+    c = Costs({1: 1.0, 2: 1.25, 3: 1.35, 5: 1.6, 9: 2.0})
+    drift = Drift()
+    first = DraftControl("auto", costs=c, free_draft=True, prior=0.55, prior_weight=1e6, k_max=1, drift=drift)
+    assert first.keep(Draft([7])) == 1  # as calibrated, a 2-token pass is cheap enough
+    for _ in range(6):  # ...but this machine's 2-token passes cost 1.9 steps now
+        first.observe(0, 0, verify_s=1.0)
+        first.observe(1, 1, verify_s=1.9)
+    assert drift.shape == pytest.approx(1.9 / 1.25, rel=0.1)
+    second = DraftControl("auto", costs=c, free_draft=True, prior=0.55, prior_weight=1e6, k_max=1, drift=drift)
+    assert second.keep(Draft([7])) == 0  # knows it before its first pass
+    fresh = DraftControl("auto", costs=c, free_draft=True, prior=0.55, prior_weight=1e6, k_max=1)
+    assert fresh.keep(Draft([7])) == 1
 
 
 def test_a_drafting_round_pays_the_draft_catch_up_once():
