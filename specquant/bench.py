@@ -279,10 +279,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--limit", type=int, help="only the first N prompts")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1, help="run each prompt's interleaved sequence this many times")
-    ap.add_argument("--min-seconds", type=float, default=2.0,
+    ap.add_argument("--min-seconds", type=float, default=5.0,
                     help="and more times (up to --max-repeats) until each configuration has run about this long "
-                         "(default 2.0)")
-    ap.add_argument("--max-repeats", type=int, default=12)
+                         "(default 5.0: a prompt's median ratio then varies by about 1%% on a quiet 2-core VM)")
+    ap.add_argument("--max-repeats", type=int, default=30)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ctx", type=int, default=4096)
