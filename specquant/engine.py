@@ -211,7 +211,7 @@ class Engine:
             sources = [routing.SEED_RULE[t]] if routing.SEED_RULE[t] != "none" else []
         else:
             sources = self.auto_sources()
-        costs = {s: self.costs(s) for s in sources}
+        costs = {s: self.drift.apply(self.costs(s)) for s in sources}  # at the level runs see lately
         decision = routing.decide(t, costs, policy=policy, grounded=routing.is_grounded(prompt), book=self.book,
                                   draft_override=draft, k_override=k_over)
         if tier is not None:

@@ -73,10 +73,10 @@ def test_copied_drafts_are_verified_by_the_record_of_their_kind_of_match():
     ctl = DraftControl("auto", costs=c, free_draft=True, probe_every=10**6)
     long_in_prompt = Draft([1, 2, 3, 4, 5, 6, 7, 8], match=7, in_prompt=True)  # copying a passage
     bigram_in_answer = Draft([9], match=2, in_prompt=False)  # a common phrase recurring
-    # Not yet seen to work in this run: a probe whose miss costs at most 1.5 missed 1-token copies
-    assert ctl.keep(long_in_prompt) == 3
+    # Not yet seen to work in this run: a probe whose miss costs no more than a missed 1-token copy
+    assert ctl.keep(long_in_prompt) == 1
     assert ctl.keep(bigram_in_answer) == 0  # a plain step instead
-    ctl.observe(3, 3, match=7, in_prompt=True)  # the probe was kept: the long bets open
+    ctl.observe(1, 1, match=7, in_prompt=True)  # the probe was kept: the long bets open
     assert ctl.keep(long_in_prompt) == 8
     for _ in range(12):  # ...but these bigrams keep being right
         ctl.observe(1, 1, match=2, in_prompt=False)
@@ -102,7 +102,7 @@ def test_where_copying_keeps_failing_a_run_loses_about_a_step_in_all():
             lost += c.round_cost(k + 1) - 1.0
         ctl.observe(k, 0, match=8, in_prompt=True)
     assert 0 < lost <= LOSS_ALLOWANCE * (c.round_cost(2) - 1.0) + 1e-9
-    assert bets[0] > 1 and not any(bets[10:])
+    assert bets[0] == 1 and not any(bets[1:])  # one probe, missed: no more bets
 
 
 def test_slower_steps_as_the_context_grows_do_not_make_drafting_look_cheap():
@@ -127,9 +127,9 @@ def test_a_copy_that_goes_on_is_verified_at_length_and_a_doubtful_one_briefly_or
     ctl = DraftControl("auto", costs=c, free_draft=True, k_max=8)
     assert ctl.next_k() == 8  # proposing is free: always the longest
     passage = Draft(list(range(8)), match=6, in_prompt=True)
-    assert ctl.keep(passage) == 2  # a probe: a miss may cost 1.5 missed one-token copies, no more
-    ctl.observe(2, 2, match=6, in_prompt=True)  # it was kept whole
-    assert ctl.gain == pytest.approx(3 - c.round_cost(3))
+    assert ctl.keep(passage) == 1  # a probe: a miss may cost a missed one-token copy, no more
+    ctl.observe(1, 1, match=6, in_prompt=True)  # it was kept
+    assert ctl.gain == pytest.approx(2 - c.round_cost(2))
     assert ctl.keep(passage) == 8
     for _ in range(10):  # copies after long prompt matches that end after two tokens
         ctl.observe(8, 2, match=6, in_prompt=True)

@@ -140,3 +140,20 @@ def test_lookup_without_a_router_prior_judges_the_prompt(tiny_paths, monkeypatch
     eng.run("What is the capital of France?", draft="lookup", k="auto", max_tokens=4)
     eng.run("What is the capital of France?", draft="lookup", k="auto", prior=0.6, max_tokens=4)
     assert seen == [routing.GROUNDED_LOOKUP, routing.GROUNDED_LOOKUP, routing.BASE_ACCEPTANCE["lookup"], 0.6]
+
+
+def test_the_router_weighs_costs_at_the_level_runs_have_seen(tiny_paths):
+    # The engine carries what runs observed of its passes: once multi-token passes are seen to
+    # cost three times what the calibration said, copying no longer looks worth a verify pass.
+    from specquant.engine import Engine
+
+    eng = Engine(tiny_paths["F16"], n_ctx=1024)
+    eng.auto_sources = lambda: ["lookup"]
+    eng._costs["lookup"] = Costs({1: 1.0, 2: 1.1, 3: 1.2, 5: 1.46, 9: 2.0})  # as if calibrated so
+    material = "Summarise this text in two sentences:\n\n" + "The river rose after three days of rain. " * 12
+    assert eng.route(material)[1].draft == "lookup"
+    eng.drift.shape = 3.0
+    _, d = eng.route(material)
+    assert d.draft == "none" and "prompt lookup" in d.reason
+    ctl = eng.control("lookup", "auto")  # and a run starts from the same view
+    assert ctl._costs().T(9) == pytest.approx(6.0)
