@@ -238,8 +238,8 @@ class Engine:
         if k != "auto":
             return DraftControl(k)
         lookup = isinstance(src, PromptLookup)
-        # The router's guess (for lookup, stream() supplies one from the prompt when nobody
-        # did): evidence should overrule it fast.
+        # The router's guess: evidence should overrule it fast. (Prompt lookup judges each
+        # copy by its kind of match instead: see DraftControl.keep.)
         belief = {"prior": prior, "prior_weight": 2.0} if prior is not None else {}
         return DraftControl("auto", costs=self.costs(spec), free_draft=lookup, drift=self.drift, **belief)
 
@@ -265,11 +265,6 @@ class Engine:
         except ValueError as e:
             raise InputError(str(e)) from None
         src = self.draft(draft)
-        if prior is None and isinstance(src, PromptLookup):
-            # Without the router's guess, judge the prompt as it would: lookup pays where the
-            # prompt carries material to copy, and on other prompts should not even start.
-            text = prompt if isinstance(prompt, str) else self.target.detokenize(tokens)
-            prior = routing.prior_acceptance("lookup", "medium", routing.is_grounded(text))
         control = self.control(draft, k, prior) if src is not None else None
         if isinstance(src, ModelDraft):
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min

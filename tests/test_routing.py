@@ -125,23 +125,6 @@ def test_calibrated_costs_agree_with_direct_measurement(smol_paths, tmp_path, mo
     assert eng.costs("lookup").verify == c.verify  # lookup reuses the target's timings
 
 
-def test_lookup_without_a_router_prior_judges_the_prompt(tiny_paths, monkeypatch):
-    # A forced "lookup, k=auto" run starts from the prior the router would use for this prompt:
-    # hopeful on a prompt that carries material to copy, near zero elsewhere (text or tokens).
-    from specquant.engine import Engine
-
-    eng = Engine(tiny_paths["F16"], n_ctx=1024)
-    seen = []
-    real = eng.control
-    monkeypatch.setattr(eng, "control", lambda spec, k, prior=None: seen.append(prior) or real(spec, k, prior))
-    material = "Summarise this text in two sentences:\n\n" + "The river rose after three days of rain. " * 12
-    eng.run(material, draft="lookup", k="auto", max_tokens=4)
-    eng.run(eng.prompt_tokens(material), draft="lookup", k="auto", max_tokens=4)
-    eng.run("What is the capital of France?", draft="lookup", k="auto", max_tokens=4)
-    eng.run("What is the capital of France?", draft="lookup", k="auto", prior=0.6, max_tokens=4)
-    assert seen == [routing.GROUNDED_LOOKUP, routing.GROUNDED_LOOKUP, routing.BASE_ACCEPTANCE["lookup"], 0.6]
-
-
 def test_the_router_weighs_costs_at_the_level_runs_have_seen(tiny_paths):
     # The engine carries what runs observed of its passes: once multi-token passes are seen to
     # cost three times what the calibration said, copying no longer looks worth a verify pass.
