@@ -2,9 +2,9 @@
 
 Decodes each grounded prompt plainly, then replays prompt lookup over the answer with the
 target pass costs calibrated on this machine (T(n) for a pass over n tokens), under three
-draft-length policies: the one SpecQuant runs ("shipped": verify as much of a copy as the record
-of its kind of match says pays), a fixed k, and an oracle that knows in advance how many drafted tokens the target will keep
-(it drafts exactly those). The oracle bounds every policy that uses this draft source; a
+draft-length policies: the one SpecQuant runs ("shipped": verify as much of a copy as the
+record of its kind of match says pays), a fixed k, and an oracle that knows in advance how
+many drafted tokens the target will keep (it drafts exactly those). The oracle bounds every policy that uses this draft source; a
 "perfect copy" line bounds any draft at all (k tokens always kept).
 
     python benchmarks/lookup_ceiling.py [--model demo] [--max-tokens 64]

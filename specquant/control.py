@@ -56,6 +56,10 @@ class Costs:
         w = (n - lo) / (hi - lo)
         return v[lo] * (1 - w) + v[hi] * w
 
+    def target_only(self) -> "Costs":
+        """The target's part: what a draft that costs nothing to make (prompt lookup) pays."""
+        return Costs(dict(self.verify), settle=self.settle)
+
     def round_cost(self, n: int) -> float:
         """A target pass over n tokens among one-token steps, the next step's extra included."""
         return self.T(n) + (self.settle if n > 1 else 0.0)
@@ -319,7 +323,7 @@ class DraftControl:
     def _costs(self) -> Costs:
         """The calibrated costs, at the level observed lately."""
         c = self.drift.apply(self.costs, self._draft_scale)
-        return Costs(c.verify, settle=c.settle) if self.free_draft else c
+        return c.target_only() if self.free_draft else c
 
     def next_k(self) -> int:
         if not self.auto:

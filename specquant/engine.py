@@ -155,11 +155,11 @@ class Engine:
             model = src.model if isinstance(src, ModelDraft) else None
             known = self._costs.get("_target")
             if model is None and known is not None:  # lookup drafts for free: target costs suffice
-                c = Costs(dict(known.verify), settle=known.settle)
+                c = known.target_only()
             else:
                 c = self._cached_costs(model)
             self._costs[key] = c
-            self._costs.setdefault("_target", Costs(dict(c.verify), settle=c.settle))
+            self._costs.setdefault("_target", c.target_only())
             self.load_s[f"calibrate {key}"] = time.perf_counter() - t0
         return self._costs[key]
 
