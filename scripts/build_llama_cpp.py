@@ -4,11 +4,13 @@ Why: speculative decoding verifies k drafted tokens in one batched pass, plain d
 token per pass, and greedy outputs are equal only if both compute bit-identical logits. Stock
 llama.cpp multiplies a batch with llamafile's tinyBLAS kernels but a single token with ggml's
 dot products, which sum in another order (logits differ by ~0.04 on SmolLM2), so near-ties
-can flip. Turning llamafile off makes the two agree but leaves batches ~40% dearer. This
-build keeps tinyBLAS and routes single tokens with float weights (F16/BF16/F32) through it too:
-tinyBLAS sums every output element in the same order whatever the tile shape, so results no
-longer depend on the batch size, and a verify pass of 5 tokens costs ~1.7 one-token steps
-instead of ~2.0 (measured on a 2-core AMD EPYC; see README "Measured here").
+can flip. The kernel for float weights (F16/BF16/F32) is chosen by the CPU, one for every batch
+size, so results no longer depend on it:
+- with AVX-512, llamafile's tinyBLAS for single tokens too (a 16-row GEMV tile): tinyBLAS sums
+  every output element in the same order whatever the tile shape, and batches stay cheap;
+- without it (AVX2), ggml's own dot products for batches too: single tokens run exactly as in
+  stock llama.cpp, and a verify pass costs more (a tinyBLAS GEMV measured 0.96x stock here and
+  0.83x on another AVX2-only EPYC). README "Measured here" has the numbers.
 
 Flash attention on the CPU computes a single token's attention in per-thread chunks of the
 cache once it holds 512 tokens (a batch's in one pass per row), which sums in another order:
@@ -37,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-PATCH_LEVEL = 1
+PATCH_LEVEL = 2
 LOCAL = f"{VERSION}+specquant.{PATCH_LEVEL}"
 
 SGEMM = "vendor/llama.cpp/ggml/src/ggml-cpu/llamafile/sgemm.cpp"
@@ -68,11 +70,18 @@ EDITS = [
         return false;
 #endif
 """,
-     """    // only enable sgemm for prompt processing -- except float weights: they take the same
-    // kernel for one token as for a batch, so results don't depend on the batch size (specquant)
+     """    // only enable sgemm for prompt processing -- specquant: float weights take one kernel
+    // family for every batch size, so results don't depend on the batch size. With AVX-512,
+    // tinyBLAS for one token too; without it, ggml's own dot products for batches too (a
+    // tinyBLAS GEMV ran 4-17% slower than them on AVX2-only CPUs).
 #if !defined(__MMA__)
+#if defined(__AVX512F__)
     if (n < 2 && Atype != GGML_TYPE_F16 && Atype != GGML_TYPE_BF16 && Atype != GGML_TYPE_F32)
         return false;
+#else
+    if (n < 2 || Atype == GGML_TYPE_F16 || Atype == GGML_TYPE_BF16 || Atype == GGML_TYPE_F32)
+        return false;
+#endif
 #endif
 """),
     (SGEMM,
@@ -82,15 +91,6 @@ EDITS = [
      """        // compute RM for only need tile with size RM&RM-1
 #if VECTOR_REGISTERS == 32
 """ + _gemv(16)),
-    (SGEMM,
-     """#else  // VECTOR_REGISTERS == 16
-        if (m % 16 == 0 && (m/16 >= params->nth)) {
-            const int64_t SIZE_N = BLOCK_SIZE<3>(n);
-""",
-     """#else  // VECTOR_REGISTERS == 16
-""" + _gemv(8) + """        if (m % 16 == 0 && (m/16 >= params->nth)) {
-            const int64_t SIZE_N = BLOCK_SIZE<3>(n);
-"""),
     ("vendor/llama.cpp/ggml/src/ggml-cpu/ops.cpp",
      "    const bool use_split_kv_path = !use_ref && (neq1 == 1 && neq3 == 1)",
      "    // specquant: no split-KV path. It sums a single token's attention over the cache in\n"
