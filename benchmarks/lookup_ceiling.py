@@ -37,14 +37,15 @@ def replay(prompt: list[int], answer: list[int], costs, policy: str, k_max: int)
         draft = src.propose(ctx, k) if k else None
         d = draft.tokens if draft else []
         if policy == "shipped" and d:
-            d = d[: ctl.keep(draft)]
+            d = d[: ctl.keep(len(d), src.estimate(draft))]
         kept = 0
         while kept < len(d) and i + kept < len(answer) and d[kept] == answer[i + kept]:
             kept += 1
         if policy == "oracle":
             d = d[:kept]
         if policy == "shipped" and d:
-            ctl.observe(len(d), kept, match=draft.match, in_prompt=draft.in_prompt)
+            src.accepted(len(d), kept)
+            ctl.observe(len(d), kept, verify_s=costs.round_cost(len(d) + 1))
         n = min(kept + 1, len(answer) - i)
         cost += costs.round_cost(len(d) + 1) / costs.T(1)
         ctx += answer[i : i + n]

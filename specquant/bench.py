@@ -95,7 +95,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
         engine.control(d, k) if engine.draft(d) is not None else None
     for pol in policies:
         for p in prompts:
-            engine.route(p["prompt"], policy=pol)  # loads and calibrates whatever a decision may need
+            engine.route(p["prompt"], policy=pol, max_tokens=max_tokens)  # loads and calibrates whatever a decision may need
     warm = engine.prompt_tokens("Say hello.")
     engine.run(warm, draft="none", max_tokens=8)
     for d, k in configs:
@@ -108,7 +108,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     def routed(pol):
         def go(p, toks):
             t0 = time.perf_counter()
-            _, decision = engine.route(p["prompt"], policy=pol)
+            _, decision = engine.route(p["prompt"], policy=pol, max_tokens=max_tokens)
             route_s = time.perf_counter() - t0
             done = engine.run(toks, **engine.plan(decision), **kw)
             engine.record(decision, done)

@@ -80,8 +80,10 @@ def _stats_lines(label: str, st) -> list[str]:
         by_pos = " ".join(f"{a:.0%}" for a in st.acceptance_by_pos[:8])
         lines.append(
             f"  drafted {st.drafted}, accepted {st.accepted} ({st.acceptance_rate:.1%}); by position: {by_pos}; "
-            f"draft {st.draft_s:.2f} s, verify {st.verify_s:.2f} s"
+            f"draft {st.draft_s:.2f} s (+ its prefill {st.draft_prefill_s:.2f} s), verify {st.verify_s:.2f} s"
         )
+    if st.draft_dropped:
+        lines.append(f"  drafting stopped: {st.draft_dropped}")
     return lines
 
 
@@ -126,7 +128,8 @@ def cmd_run(argv: list[str]) -> int:
     if args.prompt_file:
         prompt = _read_prompt(args.prompt_file)
     eng = _open_engine(args)
-    analysis, decision = eng.route(prompt, policy=args.policy, tier=args.tier, draft=args.draft, k=args.draft_len)
+    analysis, decision = eng.route(prompt, policy=args.policy, tier=args.tier, draft=args.draft, k=args.draft_len,
+                                   max_tokens=args.max_tokens)
     plan = eng.plan(decision)
     kw = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=args.seed, chat=not args.raw)

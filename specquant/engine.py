@@ -18,7 +18,8 @@ from typing import Iterator
 from backends import BackendError, Model, load_model
 
 from . import routing
-from .control import MAX_DRAFT, Costs, DraftControl, Drift, measure_costs, plausible
+from .control import MAX_DRAFT, DraftControl, Drift
+from .costs import Costs, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft, PromptLookup
 from .paths import cache_dir
 from .quantize import ALIASES, normalize_qtype, quantize, source_id
@@ -47,6 +48,7 @@ def parse_k(value) -> int | str:
 
 AUTO_SOURCES = {"llama.cpp": ("q8", "q4_0", "lookup"), "mlx": ("q8", "q4", "lookup")}  # + a sibling, if any
 CALIBRATION_MAX_AGE_S = 24 * 3600  # machines change load; measure again daily
+CALIBRATION_VERSION = 2  # what a cached calibration must hold (2: the draft's prefill per token)
 
 
 class Engine:
@@ -171,12 +173,12 @@ class Engine:
         except (OSError, ValueError):
             data = {}
         hit = data.get(k)
-        if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S and "settle" in hit:
+        if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S and hit.get("v") == CALIBRATION_VERSION:
             c = Costs.from_dict(hit)
             if plausible(c):
                 return c
         c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT))
-        data[k] = {**c.to_dict(), "at": time.time()}
+        data[k] = {**c.to_dict(), "at": time.time(), "v": CALIBRATION_VERSION}
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(f".{os.getpid()}.tmp")
@@ -190,7 +192,7 @@ class Engine:
         return list(AUTO_SOURCES.get(self.backend, AUTO_SOURCES["llama.cpp"])) + (["sibling"] if self.sibling else [])
 
     def route(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
-              k=None, analyzer: str = "auto"):
+              k=None, analyzer: str = "auto", max_tokens: int = 128):
         """Analyse the prompt and decide the draft source and length. Returns (analysis, decision)."""
         from .complexity import analyze
 
@@ -211,9 +213,10 @@ class Engine:
             sources = [routing.SEED_RULE[t]] if routing.SEED_RULE[t] != "none" else []
         else:
             sources = self.auto_sources()
-        costs = {s: self.drift.apply(self.costs(s)) for s in sources}  # at the level runs see lately
+        costs = {s: self.drift.apply(self.costs(s), s) for s in sources}  # at the level runs see lately
         decision = routing.decide(t, costs, policy=policy, grounded=routing.is_grounded(prompt), book=self.book,
-                                  draft_override=draft, k_override=k_over)
+                                  draft_override=draft, k_override=k_over,
+                                  answer=(len(self.prompt_tokens(prompt)), max_tokens))
         if tier is not None:
             decision.reason += " (tier set by you)"
         return analysis, decision
@@ -237,11 +240,11 @@ class Engine:
         src = self.draft(spec)
         if k != "auto":
             return DraftControl(k)
-        lookup = isinstance(src, PromptLookup)
         # The router's guess: evidence should overrule it fast. (Prompt lookup judges each
-        # copy by its kind of match instead: see DraftControl.keep.)
+        # copy by its own record of that kind of match instead.)
         belief = {"prior": prior, "prior_weight": 2.0} if prior is not None else {}
-        return DraftControl("auto", costs=self.costs(spec), free_draft=lookup, drift=self.drift, **belief)
+        return DraftControl("auto", costs=self.costs(spec), free_draft=src.free, drift=self.drift.copy(),
+                            source=spec.lower(), **belief)
 
     # --- runs -------------------------------------------------------------------------------
     def prompt_tokens(self, prompt: str, *, chat: bool = True, system: str | None = None) -> list[int]:
@@ -268,8 +271,16 @@ class Engine:
         control = self.control(draft, k, prior) if src is not None else None
         if isinstance(src, ModelDraft):
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
-        return decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
-                      stop_at_eos=stop_at_eos, stop=stop)
+        events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
+                        stop_at_eos=stop_at_eos, stop=stop)
+        return self._carry_drift(events, control)
+
+    def _carry_drift(self, events, control):
+        """Pass a run's events on; when it ends, what it saw of the costs becomes the engine's."""
+        for ev in events:
+            if isinstance(ev, Done) and control is not None and control.auto:
+                self.drift = control.drift
+            yield ev
 
     def run(self, prompt, **kw) -> Done:
         return finish(self.stream(prompt, **kw))

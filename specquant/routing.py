@@ -13,7 +13,8 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field
 
-from .control import Costs, expected_speedup
+from .control import BET_MIN_GAIN
+from .costs import Costs, expected_speedup
 
 SEED_RULE = {"low": "q4", "medium": "q8", "high": "none"}
 SEED_K = 4
@@ -103,6 +104,16 @@ class AcceptanceBook:
         return (accepted + prior * PRIOR_WEIGHT) / (examined + PRIOR_WEIGHT)
 
 
+def with_prefill(c: Costs, speedup: float, answer: tuple[int, int] | None) -> float:
+    """A decoding speed-up over a whole answer of ``answer[1]`` tokens once the draft's prefill
+    of an ``answer[0]``-token prompt is paid (nothing for prompt lookup)."""
+    if not answer or not c.draft_prefill or speedup <= 0:
+        return speedup
+    n_prompt, n_new = answer
+    plain = n_new * c.T(1)
+    return plain / (plain / speedup + n_prompt * c.draft_prefill)
+
+
 def _sentence(draft: str, k, speedup: float, cost: float | None, acc: float | None) -> str:
     parts = [f"{LABELS.get(draft, draft)} draft, k={k}: expected {speedup:.2f}x"]
     details = []
@@ -123,8 +134,11 @@ def decide(
     k_max: int = 8,
     draft_override: str | None = None,
     k_override: int | str | None = None,
+    answer: tuple[int, int] | None = None,
 ) -> Decision:
-    """costs: measured costs per available draft source (keys like "q8", "q4_0", "lookup")."""
+    """costs: measured costs per available draft source (keys like "q8", "q4_0", "lookup").
+    answer: (prompt tokens, most new tokens): a model draft must first prefill the prompt,
+    which the expectation then includes."""
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}: use low, medium or high")
     if policy not in ("auto", "seed"):
@@ -145,7 +159,10 @@ def decide(
         if d in ("none", "plain"):
             return Decision("none", 0, "override", tier, 1.0, None, None, f"no draft (chosen by you); tier {tier}")
         acc = acc_for(d) if d in costs else None
-        exp = expected_speedup(costs[d], acc, k) if d in costs and isinstance(k, int) else None
+        exp = None
+        if d in costs and costs[d].verify:  # with k = auto: the best length's expectation
+            ks = [k] if isinstance(k, int) else range(1, k_max + 1)
+            exp = max(with_prefill(costs[d], expected_speedup(costs[d], acc, j), answer) for j in ks)
         reason = f"{LABELS.get(d, d)} draft, k={k} (chosen by you)"
         if exp is not None:
             reason += f": expected {exp:.2f}x here"
@@ -168,17 +185,19 @@ def decide(
             continue
         acc = acc_for(src)
         ks = [k_override] if fixed else range(1, k_max + 1)
-        best = max(((expected_speedup(c, acc, k), k) for k in ks), default=(0.0, 0))
+        best = max(((with_prefill(c, expected_speedup(c, acc, k), answer), k) for k in ks), default=(0.0, 0))
         candidates.append({"draft": src, "k": best[1], "expected_speedup": round(best[0], 4),
                            "acceptance": round(acc, 4), "draft_cost": rel_cost(src)})
     candidates.sort(key=lambda x: -x["expected_speedup"])
-    if not candidates or candidates[0]["expected_speedup"] < MIN_GAIN:
+    # A model draft must clear the controller's bar for a bet, or the run would stop it at once.
+    paying = [x for x in candidates if x["expected_speedup"] >= (MIN_GAIN if x["draft_cost"] is None else BET_MIN_GAIN)]
+    if not paying:
         why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
                         for x in candidates[:3])
         return Decision("none", 0, "auto", tier, 1.0, None, None,
                         "no draft: nothing is expected to beat plain decoding on this machine"
                         + (f" (best: {why})" if why else ""), candidates)
-    top = candidates[0]
+    top = paying[0]
     k = top["k"]
     how = "" if fixed else " to start, adapted to the acceptance seen"
     return Decision(top["draft"], k, "auto", tier, top["expected_speedup"], top["acceptance"], top["draft_cost"],

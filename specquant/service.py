@@ -122,7 +122,8 @@ class Service:
         policy, forced = DRAFT_CHOICES[settings.draft]
         k = None if settings.k in (None, "", "auto") else settings.k
         with eng.lock:
-            analysis, decision = eng.route(prompt, policy=policy, tier=settings.tier, draft=forced, k=k)
+            analysis, decision = eng.route(prompt, policy=policy, tier=settings.tier, draft=forced, k=k,
+                                           max_tokens=settings.max_tokens)
             plan = eng.plan(decision)
             tokens = eng.prompt_tokens(prompt)
             if plan["draft"] != "none":

@@ -12,14 +12,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-import numpy as np
-
 from backends.base import Model
 
 from .control import DraftControl
 from .drafts import Draft, DraftSource
 from .sampling import Sampler
-from .verify import accept_greedy, accept_sampled
+from .verify import verify
 
 
 class InputError(ValueError):
@@ -35,7 +33,7 @@ class Step:
     pieces: list[str]  # per token text (a character split across tokens shows on its last one)
     drafted: int
     accepted: int
-    k: int  # draft length asked for this step
+    k: int  # draft tokens verified this step (0: a plain step)
     t: float  # seconds since the run started
 
     @property
@@ -59,6 +57,25 @@ class Stats:
     accepted_by_pos: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
     finish_reason: str = ""
+    draft_prefill_s: float = 0.0  # the draft's prefill of the prompt (part of wall_s, not of draft_s)
+    draft_dropped: str = ""  # why drafting stopped during the run, if it did
+
+    def record(self, drafted: int, accepted: int, *, draft_s: float, verify_s: float, prefill_s: float = 0.0) -> None:
+        """One target pass: ``drafted`` tokens verified, ``accepted`` of them kept."""
+        self.target_passes += 1
+        self.draft_s += draft_s
+        self.verify_s += verify_s
+        self.draft_prefill_s += prefill_s
+        self.drafted += drafted
+        self.accepted += accepted
+        self.rejections += int(accepted < drafted)
+        grow = drafted - len(self.drafted_by_pos)
+        if grow > 0:
+            self.drafted_by_pos += [0] * grow
+            self.accepted_by_pos += [0] * grow
+        for i in range(drafted):
+            self.drafted_by_pos[i] += 1
+            self.accepted_by_pos[i] += int(i < accepted)
 
     @property
     def tokens_per_s(self) -> float:
@@ -139,102 +156,91 @@ def decode(
     ``is_set()``, e.g. a threading.Event) ends the run before the next target pass."""
     _check(target, prompt, max_tokens)
     sampler = sampler or Sampler()
-    control = control or DraftControl(4)
-    if draft is None:
-        control = None
-    else:
-        control.reset()
-    st = Stats(prompt_tokens=len(prompt))
-    detok = target.detokenizer()
-    out: list[int] = []
-    sources: list[bool] = []
-    eos = target.eos_ids if stop_at_eos else frozenset()
+    control = (control or DraftControl(4)) if draft is not None else None
+    st, out = Stats(prompt_tokens=len(prompt)), Output(target, stop_at_eos)
 
     t0 = time.perf_counter()
     target.reset()
     target.prefill(prompt[:-1])
-    last = prompt[-1]
-    context = list(prompt)  # prompt + output; ends with `last`, not yet in the target's cache
+    last, context = prompt[-1], list(prompt)  # `last` ends the context, not yet in the target's cache
     if draft is not None:
         draft.begin(prompt, sampler)
+        control.start(len(prompt), max_tokens)
     st.prefill_s = time.perf_counter() - t0
 
-    while True:
-        if stop is not None and stop.is_set():
-            st.finish_reason = "stopped"
-            break
+    while not st.finish_reason:
         room = target.n_ctx - target.n_past - 1  # cache slots left after `last`
-        if room < 0:
-            st.finish_reason = "context"
+        if stop is not None and stop.is_set() or room < 0:
+            st.finish_reason = "stopped" if room >= 0 else "context"
             break
-        k = control.next_k() if control else 0
-        k = max(0, min(k, max_tokens - len(out) - 1, room))  # never draft past a stop
-
+        # 1. draft (never past the answer's end or the context)
         t1 = time.perf_counter()
-        d = draft.propose(context, k) if k > 0 else Draft([])
-        d.tokens = d.tokens[:k]
-        if control is not None and d.tokens:
-            d.tokens = d.tokens[: control.keep(d)]
+        d = _propose(draft, control, context, min(room, max_tokens - len(out.tokens) - 1))
+        # 2. verify [last, d1..dk] in one target pass
         t2 = time.perf_counter()
         n_past = target.n_past
         logits = target.eval([last] + d.tokens)
         t3 = time.perf_counter()
-        if sampler.greedy:
-            n_acc, nxt = accept_greedy(np.argmax(logits, axis=1), d.tokens)
-        else:
-            p = np.stack([sampler.probs(row) for row in logits])
-            q = d.probs[: len(d.tokens)] if d.probs is not None else None
-            n_acc, nxt = accept_sampled(p, q, d.tokens, sampler.rng)
-        target.rollback(n_past + 1 + n_acc)  # keep `last` and the accepted drafts
-
-        st.target_passes += 1
-        st.draft_s += t2 - t1
-        st.verify_s += t3 - t2
-        n_d = len(d.tokens)
-        st.drafted += n_d
-        st.accepted += n_acc
-        st.rejections += int(n_acc < n_d)
-        for i in range(n_d):
-            if i >= len(st.drafted_by_pos):
-                st.drafted_by_pos.append(0)
-                st.accepted_by_pos.append(0)
-            st.drafted_by_pos[i] += 1
-            st.accepted_by_pos[i] += int(i < n_acc)
+        n_acc, nxt = verify(sampler, logits, d.tokens, d.probs)
+        # 3. keep `last` and the accepted drafts; the draft source keeps its own cache in step
+        target.rollback(n_past + 1 + n_acc)
+        st.record(len(d.tokens), n_acc, draft_s=t2 - t1 - d.prefill_s, verify_s=t3 - t2, prefill_s=d.prefill_s)
         if draft is not None:
-            draft.accepted(n_d, n_acc)
-            control.observe(n_d, n_acc, draft_s=t2 - t1 - d.sync_s, verify_s=t3 - t2,
-                            match=d.match, in_prompt=d.in_prompt)
-
+            draft.accepted(len(d.tokens), n_acc)
+            control.observe(len(d.tokens), n_acc, draft_s=t2 - t1 - d.prefill_s, verify_s=t3 - t2)
         new = d.tokens[:n_acc] + [nxt]
-        step = Step([], [], [], n_d, n_acc, k, 0.0)
+        context += new
+        last = nxt
+        step = out.emit(new, len(d.tokens), n_acc, max_tokens, st)
+        step.t = time.perf_counter() - t0
+        if step.tokens:
+            st.ttft_s = st.ttft_s or step.t
+            yield step
+
+    st.tokens = len(out.tokens)
+    st.wall_s = time.perf_counter() - t0
+    st.ttft_s = st.ttft_s or st.wall_s
+    st.draft_dropped = control.dropped if control is not None else ""
+    yield Done(out.tokens, target.detokenize(out.tokens), st, out.sources)
+
+
+def _propose(draft: DraftSource | None, control: DraftControl | None, context: list[int], limit: int) -> Draft:
+    """The tokens to verify this step: what the controller asks for, the source proposes and
+    the controller then judges worth a verify pass."""
+    k = min(control.next_k(), limit) if control is not None else 0
+    if k <= 0:
+        return Draft([])
+    d = draft.propose(context, k)
+    d.tokens = d.tokens[:k]
+    d.tokens = d.tokens[: control.keep(len(d.tokens), draft.estimate(d))]
+    return d
+
+
+class Output:
+    """The answer so far: tokens, where each came from, and text without half characters."""
+
+    def __init__(self, target: Model, stop_at_eos: bool):
+        self.tokens: list[int] = []
+        self.sources: list[bool] = []
+        self._detok = target.detokenizer()
+        self._eos = target.eos_ids if stop_at_eos else frozenset()
+
+    def emit(self, new: list[int], drafted: int, n_acc: int, max_tokens: int, st: Stats) -> Step:
+        """A step's new tokens (the first ``n_acc`` from the draft), cut at EOS or the length limit."""
+        step = Step([], [], [], drafted, n_acc, drafted, 0.0)
         for i, tok in enumerate(new):
-            if tok in eos:
+            if tok in self._eos:
                 st.finish_reason = "stop"
                 break
             step.tokens.append(tok)
             step.from_draft.append(i < n_acc)
-            step.pieces.append(detok.add(tok))
-            if len(out) + len(step.tokens) >= max_tokens:
+            step.pieces.append(self._detok.add(tok))
+            if len(self.tokens) + len(step.tokens) >= max_tokens:
                 st.finish_reason = "length"
                 break
-        out += step.tokens
-        sources += step.from_draft
-        context += new
-        last = nxt
-        now = time.perf_counter() - t0
-        if step.tokens and not st.ttft_s:
-            st.ttft_s = now
-        step.t = now
-        if step.tokens:
-            yield step
-        if st.finish_reason:
-            break
-
-    st.tokens = len(out)
-    st.wall_s = time.perf_counter() - t0
-    if not st.ttft_s:
-        st.ttft_s = st.wall_s
-    yield Done(out, target.detokenize(out), st, sources)
+        self.tokens += step.tokens
+        self.sources += step.from_draft
+        return step
 
 
 def finish(events: Iterator[Step | Done]) -> Done:

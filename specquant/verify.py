@@ -54,3 +54,12 @@ def accept_sampled(
             residual, total = pi, pi.sum()
         return i, draw(residual / total, rng)
     return k, draw(p[k], rng)
+
+
+def verify(sampler, logits: np.ndarray, draft: Sequence[int], q: np.ndarray | None = None) -> tuple[int, int]:
+    """One target pass's verdict: greedy equality at temperature 0, rejection sampling
+    otherwise. logits: the target's [k+1, V] rows; q: the draft's distributions, if any."""
+    if sampler.greedy:
+        return accept_greedy(np.argmax(logits, axis=1), draft)
+    p = np.stack([sampler.probs(row) for row in logits])
+    return accept_sampled(p, None if q is None else q[: len(draft)], draft, sampler.rng)

@@ -1,5 +1,7 @@
 """Draft sources on their own."""
-from specquant.drafts import PromptLookup
+import pytest
+
+from specquant.drafts import MATCH_PRIOR, PromptLookup
 from specquant.sampling import Sampler
 
 
@@ -23,9 +25,13 @@ def test_prompt_lookup_says_how_long_its_match_was_and_where():
     prompt = [10, 11, 12, 13, 14, 15]
     pl.begin(prompt, Sampler())
     d = pl.propose(prompt + [20, 11, 12, 13], 2)
-    assert (d.tokens, d.match, d.in_prompt) == ([14, 15], 3, True)
+    assert (d.tokens, pl._last) == ([14, 15], (3, True))
+    assert pl.estimate(d) == pytest.approx(MATCH_PRIOR[(3, True)] + (0,))
     d = pl.propose(prompt + [20, 11, 12, 13, 30, 31, 5, 30, 31], 1)  # the latest (30, 31) is in the answer
-    assert (d.tokens, d.match, d.in_prompt) == ([5], 2, False)
+    assert (d.tokens, pl._last) == ([5], (2, False))
+    pl.accepted(1, 0)  # that copy was wrong: the record of bigrams in the answer says so
+    first, later, seen = pl.estimate(d)
+    assert seen == 1 and first < MATCH_PRIOR[(2, False)][0] and later == MATCH_PRIOR[(2, False)][1]
 
 
 def test_prompt_lookup_without_match_proposes_nothing():

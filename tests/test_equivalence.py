@@ -85,7 +85,7 @@ def test_greedy_identical_for_every_draft_and_k(models):
 
 
 def test_auto_draft_length_is_identical_too(models):
-    from specquant.control import measure_costs
+    from specquant.costs import measure_costs
 
     m = models.target
     draft = next(iter(models.drafts.values()))

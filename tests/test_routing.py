@@ -5,7 +5,7 @@ import time
 import pytest
 
 from specquant import hardware, routing
-from specquant.control import Costs, expected_speedup
+from specquant.costs import Costs, expected_speedup
 
 CPU = {  # measured shape on 2 CPU cores: drafts cost 0.5-0.7 of a step, verify is steep
     "q8": Costs({1: 1.0, 2: 1.46, 3: 1.56, 5: 1.84, 9: 2.75}, draft_step=0.68),

@@ -83,6 +83,9 @@ def summary_md(ev: dict) -> str:
     if ev["decision"]["draft"] == "none":
         note = ("\n\nSpecQuant chose **not to draft** here (see the decision above), so both runs did the same "
                 "work: the difference is measurement noise.")
+    elif s.get("draft_dropped"):
+        note = f"\n\nDrafting stopped during the run: {s['draft_dropped']}; the rest was decoded plainly."
+
     return "\n".join([
         (f"### Speed-up: **{speed:.2f}×**" if speed else "### Speed-up: —") + note, "",
         same, "",

@@ -1,0 +1,64 @@
+"""Calibration: timing passes as decoding meets them, with a stand-in target on a real clock."""
+import pytest
+
+from specquant.costs import measure_costs, plausible
+
+
+class _Timed:
+    """A stand-in target whose passes take scripted times (ms per pass length): the first
+    calibration sees a busy machine (a 1-token pass dearer than a 9-token one), the next a
+    quiet one. ``rebuild``: extra ms for a pass whose length differs from the previous one's
+    (as llama.cpp rebuilds its graph when the batch shape changes)."""
+
+    n_ctx = 512
+    PER_TRY = 9 * 4 * 4  # (8 rounds + warm-up) x 4 longer shapes x 4 passes
+
+    def __init__(self, plans, rebuild=0.0):
+        self.plans, self.rebuild, self.calls, self.prev = plans, rebuild, 0, None
+
+    def reset(self):
+        pass
+
+    def prefill(self, tokens):
+        pass
+
+    def rollback(self, n):
+        pass
+
+    def eval(self, tokens):
+        import time
+
+        plan = self.plans[min(self.calls // self.PER_TRY, len(self.plans) - 1)]
+        self.calls += 1
+        extra = self.rebuild if self.prev not in (None, len(tokens)) else 0.0
+        self.prev = len(tokens)
+        time.sleep((plan[len(tokens)] + extra) / 1000)
+
+
+def test_an_implausible_calibration_is_taken_again():
+
+
+    busy = {1: 12, 2: 6, 3: 6.5, 5: 7, 9: 8}
+    quiet = {1: 4, 2: 5, 3: 5.5, 5: 6.5, 9: 8}
+    c = measure_costs(_Timed([busy, quiet]), context=[1, 2, 3], budget_s=100)
+    assert plausible(c) and c.T(2) / c.T(1) == pytest.approx(1.25, rel=0.15)
+    worst = measure_costs(_Timed([busy]), context=[1, 2, 3], attempts=2, budget_s=100)  # never quiet: made monotone
+    assert plausible(worst) and worst.T(2) >= worst.T(1)
+
+
+def test_calibration_times_passes_in_the_order_decoding_meets_them():
+    # One-token steps in a row reuse their graph; a 2-token pass between them pays for a
+    # rebuild, and so does the step after it. Timing the shapes back to back would charge the
+    # rebuild to every one-token step and make drafting look cheap.
+
+
+    plan = {1: 4, 2: 5, 3: 5.5, 5: 6.5, 9: 8}
+    c = measure_costs(_Timed([plan], rebuild=3.0), context=[1, 2, 3], budget_s=100)
+    assert c.T(1) == pytest.approx(0.004, rel=0.25)
+    assert c.T(2) == pytest.approx(0.008, rel=0.25)
+    assert c.settle == pytest.approx(0.003, rel=0.3)
+    assert c.round_cost(2) == pytest.approx(0.011, rel=0.25) and c.round_cost(1) == c.T(1)
+    slow = _Timed([plan])  # a large model: a round takes longer than the budget allows
+    quick = measure_costs(slow, context=[1, 2, 3], budget_s=0.05)
+    assert slow.calls == (1 + 3) * 4 * 4  # warm-up + the 3 rounds at least
+    assert quick.T(1) == pytest.approx(0.004, rel=0.25)
