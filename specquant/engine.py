@@ -17,12 +17,12 @@ from typing import Iterator
 
 from backends import BackendError, Model, load_model
 
-from . import routing
+from . import routing, sources
 from .control import MAX_DRAFT, DraftControl, Drift
 from .costs import Costs, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft, PromptLookup
 from .paths import cache_dir
-from .quantize import ALIASES, normalize_qtype, quantize, source_id
+from .quantize import normalize_qtype, quantize, source_id
 from .sampling import Sampler
 from .speculative import Done, InputError, Step, decode, finish
 
@@ -46,7 +46,6 @@ def parse_k(value) -> int | str:
     return k
 
 
-AUTO_SOURCES = {"llama.cpp": ("q8", "q4_0", "lookup"), "mlx": ("q8", "q4", "lookup")}  # + a sibling, if any
 CALIBRATION_MAX_AGE_S = 24 * 3600  # machines change load; measure again daily
 CALIBRATION_VERSION = 2  # what a cached calibration must hold (2: the draft's prefill per token)
 
@@ -115,28 +114,33 @@ class Engine:
         self.load_s[f"quantize {q}"] = time.perf_counter() - t0
         return out
 
+    @staticmethod
+    def key(spec: str | None) -> str:
+        """The canonical name of a draft spec ("Q8_0" and "q8" are one source), or the path."""
+        src = sources.find(spec)
+        return src.name if src else str(spec).strip()
+
     def draft(self, spec: str | None) -> DraftSource | None:
-        spec = (spec or "none").strip()
-        key = spec.lower()
+        key = self.key(spec)
         if key in self._drafts:
             return self._drafts[key]
-        if key in ("none", "plain", ""):
+        kind = sources.find(key)
+        if kind is not None and kind.name == "none":
             src = None
-        elif key == "lookup":
+        elif kind is not None and kind.free:
             src = PromptLookup()
-        elif key == "sibling":
+        elif kind is not None and kind.name == "sibling":
             if not self.sibling:
                 raise InputError("this model family has no sibling draft model")
             src = ModelDraft(self._load(self.sibling), self.target, name=f"sibling {self.sibling.name}")
-        elif key in ALIASES or key.upper() in ("Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_1"):
-            q = normalize_qtype(key)
-            src = ModelDraft(self._load(self.draft_path(q)), self.target, name=q)
-        elif Path(spec).expanduser().exists() or os.sep in spec or spec.endswith(".gguf"):
-            if not Path(spec).expanduser().exists():
-                raise InputError(f"draft model not found: {spec}")
-            src = ModelDraft(self._load(spec), self.target)
+        elif kind is not None:
+            src = ModelDraft(self._load(self.draft_path(kind.qtype)), self.target, name=kind.qtype)
+        elif Path(key).expanduser().exists() or os.sep in key or key.endswith(".gguf"):
+            if not Path(key).expanduser().exists():
+                raise InputError(f"draft model not found: {key}")
+            src = ModelDraft(self._load(key), self.target)
         else:
-            raise InputError(f"unknown draft {spec!r}: use q8, q4, q4_0, lookup, none or a model path")
+            raise InputError(f"unknown draft {spec!r}: use {sources.names()} or a model path")
         self._drafts[key] = src
         return src
 
@@ -150,7 +154,7 @@ class Engine:
     def costs(self, spec: str) -> Costs:
         """Costs of the target and this draft on this machine: measured once (a second or
         two, part of loading) and cached on disk per model files and machine."""
-        key = spec.lower()
+        key = self.key(spec)
         if key not in self._costs:
             src = self.draft(spec)
             t0 = time.perf_counter()
@@ -189,7 +193,7 @@ class Engine:
         return c
 
     def auto_sources(self) -> list[str]:
-        return list(AUTO_SOURCES.get(self.backend, AUTO_SOURCES["llama.cpp"])) + (["sibling"] if self.sibling else [])
+        return sources.auto_sources(self.backend, sibling=bool(self.sibling))
 
     def route(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
               k=None, analyzer: str = "auto", max_tokens: int = 128):
@@ -208,12 +212,13 @@ class Engine:
         k_over = None if k in (None, "auto") else parse_k(k)
         if draft:
             self.draft(draft)  # validate (and load) before deciding
-            sources = [draft.lower()] if draft.lower() not in ("none", "plain") else []
+            draft = self.key(draft)
+            names = [draft] if draft != "none" else []
         elif policy == "seed":
-            sources = [routing.SEED_RULE[t]] if routing.SEED_RULE[t] != "none" else []
+            names = [routing.SEED_RULE[t]] if routing.SEED_RULE[t] != "none" else []
         else:
-            sources = self.auto_sources()
-        costs = {s: self.drift.apply(self.costs(s), s) for s in sources}  # at the level runs see lately
+            names = self.auto_sources()
+        costs = {s: self.drift.apply(self.costs(s), s) for s in names}  # at the level runs see lately
         decision = routing.decide(t, costs, policy=policy, grounded=routing.is_grounded(prompt), book=self.book,
                                   draft_override=draft, k_override=k_over,
                                   answer=(len(self.prompt_tokens(prompt)), max_tokens))
@@ -244,7 +249,7 @@ class Engine:
         # copy by its own record of that kind of match instead.)
         belief = {"prior": prior, "prior_weight": 2.0} if prior is not None else {}
         return DraftControl("auto", costs=self.costs(spec), free_draft=src.free, drift=self.drift.copy(),
-                            source=spec.lower(), **belief)
+                            source=self.key(spec), **belief)
 
     # --- runs -------------------------------------------------------------------------------
     def prompt_tokens(self, prompt: str, *, chat: bool = True, system: str | None = None) -> list[int]:

@@ -13,19 +13,13 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field
 
+from . import sources
 from .control import BET_MIN_GAIN
 from .costs import Costs, expected_speedup
 
 SEED_RULE = {"low": "q4", "medium": "q8", "high": "none"}
 SEED_K = 4
 TIERS = ("low", "medium", "high")
-LABELS = {"q8": "Q8_0", "q4": "Q4_K_M", "q4_0": "Q4_0", "lookup": "prompt lookup", "none": "no draft",
-          "sibling": "small sibling model"}
-
-# Per-position acceptance believed before any is observed, for a tier-"medium" prompt.
-# From greedy agreement with F16 measured on SmolLM2 (Q8_0 98.4%, Q4_K_M 91.7%, Q4_0 82.6%),
-# shaded down a little: agreement along the target's path is an upper bound.
-BASE_ACCEPTANCE = {"q8": 0.95, "q4": 0.88, "q4_0": 0.80, "sibling": 0.75, "lookup": 0.15}
 # Measured (specquant bench, SmolLM2-135M, 9 grounded prompts): prompt lookup kept 62% of the
 # tokens it drafted at k=2, i.e. about 0.75 per position.
 GROUNDED_LOOKUP = 0.75
@@ -49,9 +43,9 @@ def is_grounded(prompt: str) -> bool:
 
 
 def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
-    if source == "lookup":  # copying depends on the prompt carrying material, not on its tier
-        return GROUNDED_LOOKUP if grounded else BASE_ACCEPTANCE["lookup"]
-    base = BASE_ACCEPTANCE.get(source, BASE_ACCEPTANCE["sibling"])
+    if sources.find(source) is not None and sources.find(source).free:  # copying depends on the prompt carrying material, not on its tier
+        return GROUNDED_LOOKUP if grounded else sources.prior("lookup")
+    base = sources.prior(source)
     err = (1 - base) * TIER_ERROR_SCALE.get(tier, 1.0)
     return max(0.01, min(0.995, 1 - err))
 
@@ -80,7 +74,7 @@ class Decision:
 
     @property
     def label(self) -> str:
-        return LABELS.get(self.draft, self.draft)
+        return sources.label(self.draft)
 
 
 class AcceptanceBook:
@@ -115,7 +109,7 @@ def with_prefill(c: Costs, speedup: float, answer: tuple[int, int] | None) -> fl
 
 
 def _sentence(draft: str, k, speedup: float, cost: float | None, acc: float | None) -> str:
-    parts = [f"{LABELS.get(draft, draft)} draft, k={k}: expected {speedup:.2f}x"]
+    parts = [f"{sources.label(draft)} draft, k={k}: expected {speedup:.2f}x"]
     details = []
     if cost is not None:
         details.append(f"draft cost {cost:.2f} of a step")
@@ -150,7 +144,8 @@ def decide(
 
     def rel_cost(src):
         c = costs.get(src)
-        return c.draft_step / c.T(1) if c and c.verify and src != "lookup" else None
+        free = (sources.find(src) or sources.find("sibling")).free
+        return c.draft_step / c.T(1) if c and c.verify and not free else None
 
     fixed = k_override is not None and k_override != "auto"
     if draft_override:
@@ -163,7 +158,7 @@ def decide(
         if d in costs and costs[d].verify:  # with k = auto: the best length's expectation
             ks = [k] if isinstance(k, int) else range(1, k_max + 1)
             exp = max(with_prefill(costs[d], expected_speedup(costs[d], acc, j), answer) for j in ks)
-        reason = f"{LABELS.get(d, d)} draft, k={k} (chosen by you)"
+        reason = f"{sources.label(d)} draft, k={k} (chosen by you)"
         if exp is not None:
             reason += f": expected {exp:.2f}x here"
         return Decision(d, k, "override", tier, exp or 0.0, acc, rel_cost(d), reason + f"; tier {tier}", k_fixed=fixed)
@@ -176,7 +171,7 @@ def decide(
         acc = acc_for(d)
         exp = expected_speedup(costs[d], acc, k) if d in costs and isinstance(k, int) else 0.0
         return Decision(d, k, "seed", tier, exp, acc, rel_cost(d),
-                        f"seed rule: tier {tier} -> {LABELS[d]} draft, k={k}"
+                        f"seed rule: tier {tier} -> {sources.label(d)} draft, k={k}"
                         + (f" (expected {exp:.2f}x here)" if exp else ""), k_fixed=True)
 
     candidates = []
