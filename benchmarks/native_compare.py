@@ -6,7 +6,7 @@
 Runs alternate (native, ours, native, ours, ...) so machine drift hits both; only decode
 speed is compared (prompt processing and loading are left out on both sides).
 
-    python benchmarks/native_compare.py [--drafts q8,q4_0] [--k 1,3,4] [--prompts 4]
+    python benchmarks/native_compare.py [--drafts q8,q4_0] [--k 1,3,4] [--prompts 4] [--native-bin DIR]
 
 The native tools are built once by benchmarks/build_native.sh (about 15 min on 2 cores).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -36,8 +37,10 @@ def native_bin() -> Path:
 
 
 def llama_bench_tg(bin_dir: Path, model: Path, n: int, threads: int) -> float:
+    env = {**os.environ, "LD_LIBRARY_PATH": str(bin_dir)}  # a shared-library build finds its own libraries
     out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n", str(n),
-                          "-t", str(threads), "-r", "3", "-o", "json"], check=True, capture_output=True, text=True).stdout
+                          "-t", str(threads), "-r", "3", "-o", "json"], check=True, capture_output=True, text=True,
+                         env=env).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
@@ -65,10 +68,12 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="bench-results/native.json")
+    ap.add_argument("--native-bin", help="a folder with llama.cpp's own tools already built (default: "
+                                         "build them with benchmarks/build_native.sh)")
     args = ap.parse_args()
 
     target = Path(args.target) if args.target else prepare_smol()["F16"]
-    bin_dir = native_bin()
+    bin_dir = Path(args.native_bin) if args.native_bin else native_bin()
     eng = Engine(target)
     threads = eng.target.n_threads
     res = {"target": str(target), "threads": threads, "tg": {}, "spec": []}
@@ -87,7 +92,7 @@ def main() -> int:
 
     # 2. speculative decoding vs llama-speculative-simple
     prompts = load_prompts()[: args.prompts]
-    for spec in args.drafts.split(","):
+    for spec in [d for d in args.drafts.split(",") if d]:
         draft_src = eng.draft(spec)
         for k in [int(x) for x in args.k.split(",")]:
             rows = []

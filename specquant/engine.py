@@ -7,6 +7,7 @@ plain or speculative decoding. Load and calibration times are kept apart from ru
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ class Engine:
         self.model_set = model_set
         self.book = routing.AcceptanceBook()
         self.lock = threading.Lock()  # one run at a time per engine (the models hold one cache each)
+        self._meta = threading.Lock()  # guards the tables of loaded drafts and load times
         self.hardware = None
         self._load_kw = {"n_ctx": n_ctx}
         if n_threads:
@@ -78,10 +80,14 @@ class Engine:
     def from_model_set(cls, ms, **kw) -> "Engine":
         return cls(ms.target, draft_files=ms.drafts, sibling=ms.sibling, label=ms.label, model_set=ms, **kw)
 
+    def _note(self, what: str, seconds: float) -> None:
+        with self._meta:
+            self.load_s[what] = seconds
+
     def _load(self, path) -> Model:
         t0 = time.perf_counter()
         m = load_model(path, self.backend, **self._load_kw)
-        self.load_s[m.path.name] = time.perf_counter() - t0
+        self._note(m.path.name, time.perf_counter() - t0)
         return m
 
     # --- drafts ---------------------------------------------------------------------------
@@ -100,7 +106,7 @@ class Engine:
                 raise InputError(f"the MLX backend makes 8-bit and 4-bit drafts (q8, q4), not {qtype}")
             t0 = time.perf_counter()
             out = quantize_mlx(self.target.path, bits)
-            self.load_s[f"quantize {bits}bit"] = time.perf_counter() - t0
+            self._note(f"quantize {bits}bit", time.perf_counter() - t0)
             return out
         name = self.target.path.name
         for tag, new in ((".F16.", f".{q}."), ("-F16.", f"-{q}."), (".f16.", f".{q.lower()}."),
@@ -111,7 +117,7 @@ class Engine:
                     return sib
         t0 = time.perf_counter()
         out = quantize(self.target.path, q)
-        self.load_s[f"quantize {q}"] = time.perf_counter() - t0
+        self._note(f"quantize {q}", time.perf_counter() - t0)
         return out
 
     @staticmethod
@@ -141,7 +147,8 @@ class Engine:
             src = ModelDraft(self._load(key), self.target)
         else:
             raise InputError(f"unknown draft {spec!r}: use {sources.names()} or a model path")
-        self._drafts[key] = src
+        with self._meta:
+            self._drafts[key] = src
         return src
 
     def _calibration_key(self, model) -> str:
@@ -166,7 +173,7 @@ class Engine:
                 c = self._cached_costs(model)
             self._costs[key] = c
             self._costs.setdefault("_target", c.target_only())
-            self.load_s[f"calibrate {key}"] = time.perf_counter() - t0
+            self._note(f"calibrate {key}", time.perf_counter() - t0)
         return self._costs[key]
 
     def _cached_costs(self, model) -> Costs:
@@ -274,7 +281,8 @@ class Engine:
             raise InputError(str(e)) from None
         src = self.draft(draft)
         control = self.control(draft, k, prior) if src is not None else None
-        if isinstance(src, ModelDraft):
+        if isinstance(src, ModelDraft):  # this run's settings on its own copy (the model is shared)
+            src = copy.copy(src)
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
@@ -291,10 +299,10 @@ class Engine:
         return finish(self.stream(prompt, **kw))
 
     def describe(self) -> dict:
-        models = [self.target.describe()] + [
-            s.model.describe() for s in self._drafts.values() if isinstance(s, ModelDraft)
-        ]
-        return {"backend": self.backend, "label": self.label, "models": models, "load_s": dict(self.load_s),
+        with self._meta:  # polled by the page while a run may load a draft
+            drafts, load_s = list(self._drafts.values()), dict(self.load_s)
+        models = [self.target.describe()] + [s.model.describe() for s in drafts if isinstance(s, ModelDraft)]
+        return {"backend": self.backend, "label": self.label, "models": models, "load_s": load_s,
                 "batch_invariant": self.exact,
                 "model_set": self.model_set.describe() if self.model_set else None}
 

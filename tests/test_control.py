@@ -152,12 +152,15 @@ def test_a_run_starts_from_what_the_last_runs_saw_of_the_costs():
 
 
 def test_a_run_changes_only_its_own_copy_of_the_drift():
+    # Two runs of one engine, the second started while the first goes on: neither changes
+    # the costs the other works with (each has a copy; the engine takes one back at the end).
     c = Costs({1: 1.0, 2: 1.25, 3: 1.35, 5: 1.6, 9: 2.0})
-    shared = Drift()
+    shared = Drift(shape_n=7)
     a = DraftControl("auto", costs=c, free_draft=True, drift=shared.copy())
     a.observe(0, 0, verify_s=3.0)
-    a.start()
-    assert shared == Drift() and a.drift.scale > 1
+    b = DraftControl("auto", costs=c, free_draft=True, drift=shared.copy())
+    assert b.drift.scale == 1.0 and a.drift.scale > 1
+    assert shared == Drift(shape_n=7)
 
 
 def test_a_drafting_round_pays_the_draft_catch_up_once():

@@ -1,0 +1,128 @@
+"""Engine and loop behaviour found by reading the code: drafts that don't fit the target,
+concurrent runs and pollers, and what a run reports."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specquant import routing
+from specquant.control import DraftControl
+from specquant.costs import Costs
+from specquant.drafts import ModelDraft
+from specquant.sampling import Sampler
+from specquant.speculative import Done, decode, run
+
+from .test_accounting import V, Clock, StandIn
+
+
+class Padded(StandIn):
+    """A draft whose vocabulary is padded past the target's and which likes a padding id best."""
+
+    def _row(self, pos):
+        row = np.zeros(self.n_vocab, dtype=np.float32)
+        row[(self.tokens[pos] * 7 + 3) % V] = 5.0
+        row[V + 1] = 9.0
+        return row
+
+
+class Bounded(StandIn):
+    """A model that, like llama.cpp, refuses to hold more than its context."""
+
+    def eval(self, tokens):
+        if len(self.tokens) + len(tokens) > self.n_ctx:
+            raise RuntimeError("context full")
+        return super().eval(tokens)
+
+    def prefill(self, tokens):
+        if len(self.tokens) + len(tokens) > self.n_ctx:
+            raise RuntimeError("context full")
+        return super().prefill(tokens)
+
+
+def _stand_in(cls=StandIn, **kw):
+    clock = Clock()
+    return cls(clock, kw.pop("name", "m.gguf"), step=0.01, extra=0.001, prefill=0.001, **kw)
+
+
+def test_a_padded_draft_never_proposes_an_id_the_target_lacks():
+    target = _stand_in()
+    draft = _stand_in(Padded, name="padded.gguf")
+    draft.n_vocab = V + 3  # within llama.cpp's padding allowance
+    src = ModelDraft(draft, target)
+    prompt = [1, 2, 3]
+    src.begin(prompt, Sampler())
+    d = src.propose(prompt, 4)
+    assert d.tokens and all(t < V for t in d.tokens)
+    sampled = Sampler(temperature=1.0, seed=1)
+    src.begin(prompt, sampled)
+    d = src.propose(prompt, 4)
+    assert all(t < V for t in d.tokens) and d.probs.shape[1] == V
+
+
+def test_a_draft_with_a_shorter_context_stops_drafting_instead_of_failing_the_run():
+    target = _stand_in(Bounded)
+    target.n_ctx = 4096
+    draft = _stand_in(Bounded, name="short.gguf")
+    draft.n_ctx = 50
+    prompt = list(range(1, 41))
+    plain = run(target, prompt, max_tokens=40, stop_at_eos=False)
+    spec = run(target, prompt, draft=ModelDraft(draft, target), control=DraftControl(4), max_tokens=40,
+               stop_at_eos=False)
+    assert spec.tokens == plain.tokens and 0 < spec.stats.drafted
+
+
+def test_a_plain_step_of_lookup_reports_no_draft_length():
+    target = _stand_in()
+    from specquant.drafts import PromptLookup
+
+    events = list(decode(target, [1, 2, 3, 4], draft=PromptLookup(), control=DraftControl(
+        "auto", costs=Costs({1: 1.0, 2: 1.2, 3: 1.3, 5: 1.5, 9: 2.0}), free_draft=True), max_tokens=12,
+        stop_at_eos=False))
+    steps = [e for e in events if not isinstance(e, Done)]
+    assert all(s.k == s.drafted for s in steps) and any(s.k == 0 for s in steps)
+
+
+def test_a_forced_draft_with_k_auto_states_its_expectation():
+    c = Costs({1: 1.0, 2: 1.05, 3: 1.1, 5: 1.2, 9: 1.5}, draft_step=0.1)
+    d = routing.decide("low", {"q8": c}, draft_override="q8", k_override="auto")
+    assert d.k == "auto" and d.expected_speedup > 1.0 and "expected" in d.reason
+
+
+@pytest.fixture
+def engine(tiny_paths):
+    from specquant.engine import Engine
+
+    return Engine(tiny_paths["F16"], n_ctx=512, draft_files={"q8": tiny_paths["Q8_0"]})
+
+
+def test_describe_while_a_run_loads_a_draft(engine, monkeypatch):
+    # The page polls describe() while a run may add a draft; reading the table as it grows failed.
+    src = engine.draft("q8")
+    real = src.model.describe
+
+    def grows_meanwhile():
+        engine.draft("lookup")  # another thread adds a source at this moment
+        return real()
+
+    monkeypatch.setattr(src.model, "describe", grows_meanwhile)
+    info = engine.describe()
+    assert len(info["models"]) == 2
+
+
+def test_a_second_run_does_not_change_the_first_runs_draft_settings(engine, monkeypatch):
+    seen = []
+    real = ModelDraft.propose
+
+    def propose(self, context, k):
+        seen.append(self.p_min)
+        return real(self, context, k)
+
+    monkeypatch.setattr(ModelDraft, "propose", propose)
+    first = engine.stream("Hello there", draft="q8", k=4, p_min=0.9, max_tokens=6)
+    second = engine.stream("Hello there", draft="q8", k=4, p_min=0.0, max_tokens=6)
+    list(first)
+    assert seen and set(seen) == {0.9}
+    seen.clear()
+    list(second)
+    assert set(seen) == {0.0}
+    assert engine.draft("q8").p_min == 0.0  # the shared source was never changed
