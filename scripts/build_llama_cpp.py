@@ -4,20 +4,27 @@ Why: speculative decoding verifies k drafted tokens in one batched pass, plain d
 token per pass, and greedy outputs are equal only if both compute bit-identical logits. Stock
 llama.cpp multiplies a batch with llamafile's tinyBLAS kernels but a single token with ggml's
 dot products, which sum in another order (logits differ by ~0.04 on SmolLM2), so near-ties
-can flip. The kernel for float weights (F16/BF16/F32) is chosen by the CPU, one for every batch
-size, so results no longer depend on it:
+can flip. This build gives float weights kernels that sum every output element in the same
+order for every batch size, chosen by the CPU:
 - with AVX-512, llamafile's tinyBLAS for single tokens too (a 16-row GEMV tile): tinyBLAS sums
-  every output element in the same order whatever the tile shape, and batches stay cheap;
-- without it (AVX2), ggml's own dot products for batches too: single tokens run exactly as in
-  stock llama.cpp, and a verify pass costs more (a tinyBLAS GEMV measured 0.96x stock here and
-  0.83x on another AVX2-only EPYC). README "Measured here" has the numbers.
+  each element in the same order whatever the tile shape (plain decoding 1.02-1.06x stock on a
+  2-core AVX-512 EPYC);
+- with AVX2 (no AVX-512), float16 weights: single tokens keep stock's ggml_vec_dot_f16, and a
+  batch of up to 48 tokens (every verify pass) takes ``specquant_vecdot_gemm``, which sums each
+  element exactly as ggml_vec_dot_f16 does (its own macros: the same loads, FMAs, reduction and
+  leftovers) while loading a weight row once for three columns: plain decoding is stock's, and
+  a verify pass is cheaper than stock's tinyBLAS (2 / 3 / 5 tokens: 1.07 / 1.10 / 1.5 steps on
+  a 2-core AVX2 EPYC). Longer batches (prompts, prefilled alike by plain and speculative runs)
+  keep tinyBLAS. BF16/F32 weights take ggml's dot products at every batch size there. (The
+  tinyBLAS GEMV of the AVX-512 path ran 0.83-0.96x stock on AVX2-only CPUs.)
+README "Measured here" has the numbers.
 
 Flash attention on the CPU computes a single token's attention in per-thread chunks of the
 cache once it holds 512 tokens (a batch's in one pass per row), which sums in another order:
 that split is switched off too. (Batches of 64+ tokens take a tiled kernel; verify passes stay
 far below that, and a prompt is always prefilled the same way for plain and speculative runs.)
 
-The patch is a few small edits to ggml-cpu (sgemm.cpp, ops.cpp) of the pinned version; each edit
+The patch is a few edits to ggml-cpu (sgemm.cpp, ops.cpp) of the pinned version; each edit
 checks the text it replaces, so a different llama.cpp fails loudly instead of building
 something untested. The wheel is cached (keyed by version, patch and CMAKE_ARGS) and
 installed with pip; a rerun with the wheel cached takes seconds.
@@ -39,7 +46,7 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-PATCH_LEVEL = 2
+PATCH_LEVEL = 3
 LOCAL = f"{VERSION}+specquant.{PATCH_LEVEL}"
 
 SGEMM = "vendor/llama.cpp/ggml/src/ggml-cpu/llamafile/sgemm.cpp"
@@ -61,6 +68,57 @@ def _gemv(rows: int) -> str:
 """
 
 
+VECDOT_GEMM = r"""
+#if (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__) && !defined(__AVX512F__)
+typedef double ggml_float;  // as in ggml-cpu/vec.h, which GGML_F16_DOT_VEC_REDUCE expects
+// specquant: a batch times float16 weights, each output element summed exactly as
+// ggml_vec_dot_f16 sums one weight row by one column (the same loads, FMAs into the same
+// GGML_F16_DOT_ARR accumulators, the same reduction and leftovers), so a batch gives the same
+// bits as one-token steps, which take ggml_vec_dot_f16 itself. Cheaper than a dot product per
+// element: the weight row is loaded once for NC columns.
+template <int NC>
+static inline void specquant_dot_cols(int64_t k, const ggml_fp16_t * x, const ggml_fp16_t * B, int64_t ldb,
+                                      float * C, int64_t ldc) {
+    const int64_t np = k & ~(int64_t)(GGML_F16_DOT_STEP - 1);
+    GGML_F16_DOT_VEC sum[NC][GGML_F16_DOT_ARR];
+    for (int c = 0; c < NC; ++c)
+        for (int j = 0; j < GGML_F16_DOT_ARR; ++j)
+            sum[c][j] = GGML_F16_DOT_VEC_ZERO;
+    for (int64_t l = 0; l < np; l += GGML_F16_DOT_STEP) {
+        for (int j = 0; j < GGML_F16_DOT_ARR; ++j) {
+            GGML_F16_DOT_VEC ax = GGML_F16_DOT_VEC_LOAD(x + l + j*GGML_F16_DOT_EPR, j);
+            for (int c = 0; c < NC; ++c) {
+                GGML_F16_DOT_VEC ay = GGML_F16_DOT_VEC_LOAD(B + ldb*c + l + j*GGML_F16_DOT_EPR, j);
+                sum[c][j] = GGML_F16_DOT_VEC_FMA(sum[c][j], ax, ay);
+            }
+        }
+    }
+    for (int c = 0; c < NC; ++c) {
+        ggml_float sumf = 0.0;
+        GGML_F16_DOT_VEC_REDUCE(sumf, sum[c]);
+        for (int64_t l = np; l < k; ++l)
+            sumf += (ggml_float)(GGML_CPU_FP16_TO_FP32(x[l])*GGML_CPU_FP16_TO_FP32(B[ldb*c + l]));
+        C[ldc*c] = (float) sumf;
+    }
+}
+
+static void specquant_vecdot_gemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
+                                  const ggml_fp16_t * A, int64_t lda, const ggml_fp16_t * B, int64_t ldb,
+                                  float * C, int64_t ldc) {
+    const int64_t r0 = m * params->ith / params->nth;
+    const int64_t r1 = m * (params->ith + 1) / params->nth;
+    for (int64_t i = r0; i < r1; ++i) {  // a weight row stays in L1 while every column meets it
+        const ggml_fp16_t * x = A + lda*i;
+        int64_t j = 0;
+        for (; j + 3 <= n; j += 3) specquant_dot_cols<3>(k, x, B + ldb*j, ldb, C + ldc*j + i, ldc);
+        if (n - j == 2) specquant_dot_cols<2>(k, x, B + ldb*j, ldb, C + ldc*j + i, ldc);
+        if (n - j == 1) specquant_dot_cols<1>(k, x, B + ldb*j, ldb, C + ldc*j + i, ldc);
+    }
+}
+#endif
+
+"""
+
 # (file, text that must occur exactly once, replacement)
 EDITS = [
     (SGEMM,
@@ -70,19 +128,50 @@ EDITS = [
         return false;
 #endif
 """,
-     """    // only enable sgemm for prompt processing -- specquant: float weights take one kernel
-    // family for every batch size, so results don't depend on the batch size. With AVX-512,
-    // tinyBLAS for one token too; without it, ggml's own dot products for batches too (a
-    // tinyBLAS GEMV ran 4-17% slower than them on AVX2-only CPUs).
+     """    // only enable sgemm for prompt processing -- specquant: float weights take kernels that sum
+    // every output element in the same order for every batch size (see specquant_vecdot_gemm)
 #if !defined(__MMA__)
 #if defined(__AVX512F__)
     if (n < 2 && Atype != GGML_TYPE_F16 && Atype != GGML_TYPE_BF16 && Atype != GGML_TYPE_F32)
         return false;
+#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)
+    if (n < 2 || Atype == GGML_TYPE_BF16 || Atype == GGML_TYPE_F32)
+        return false;
 #else
-    if (n < 2 || Atype == GGML_TYPE_F16 || Atype == GGML_TYPE_BF16 || Atype == GGML_TYPE_F32)
+    if (n < 2 && Atype != GGML_TYPE_F16 && Atype != GGML_TYPE_BF16 && Atype != GGML_TYPE_F32)
         return false;
 #endif
 #endif
+"""),
+    (SGEMM,
+     "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n",
+     VECDOT_GEMM + "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n"),
+    (SGEMM,
+     """#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)
+        if (Btype == GGML_TYPE_F16) {
+            tinyBLAS<8, __m256, __m256, ggml_fp16_t, ggml_fp16_t, float> tb{ params, k,
+                (const ggml_fp16_t *)A, lda,
+                (const ggml_fp16_t *)B, ldb,
+                (float *)C, ldc};
+            return tb.matmul(m, n);
+        }
+""",
+     """#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)
+        // specquant: a batch up to the longest verify pass (33 tokens, with room to spare), summed
+        // as ggml_vec_dot_f16 sums one token; longer batches (prompts, the same for plain and
+        // speculative runs) keep tinyBLAS, which prefills ~1.7x faster
+        if (Btype == GGML_TYPE_F16 && n <= 48) {
+            specquant_vecdot_gemm(params, m, n, k, (const ggml_fp16_t *)A, lda, (const ggml_fp16_t *)B, ldb,
+                                  (float *)C, ldc);
+            return true;
+        }
+        if (Btype == GGML_TYPE_F16) {
+            tinyBLAS<8, __m256, __m256, ggml_fp16_t, ggml_fp16_t, float> tb{ params, k,
+                (const ggml_fp16_t *)A, lda,
+                (const ggml_fp16_t *)B, ldb,
+                (float *)C, ldc};
+            return tb.matmul(m, n);
+        }
 """),
     (SGEMM,
      """        // compute RM for only need tile with size RM&RM-1

@@ -36,6 +36,27 @@ def test_batches_equal_single_tokens_deep_in_the_context(smol, start):
     smol.reset()
 
 
+def test_every_verify_size_equals_single_tokens_with_odd_dimensions(tmp_path, smol_paths):
+    # The AVX2 build sums verify-sized batches (2..48 tokens) with its own kernel, three columns
+    # at a time, exactly as ggml's one-token dot product: every size (remainders of 1 and 2
+    # columns), and inner dimensions that leave a remainder past the 32-wide SIMD steps (72, 200).
+    from specquant.models import _vocab_fields, write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path / "odd.F16.gguf", _vocab_fields(smol_paths["F16"]), n_embd=72, n_ff=200,
+                           n_head=4, n_head_kv=2)
+    m = load_model(path, n_ctx=512)
+    rng = np.random.default_rng(0)
+    toks = [int(t) for t in rng.integers(0, m.n_vocab, 80)]
+    m.prefill(toks[:40])
+    for b in range(2, 34):
+        batched = m.eval(toks[40 : 40 + b])
+        m.rollback(40)
+        single = np.concatenate([m.eval([t]) for t in toks[40 : 40 + b]])
+        m.rollback(40)
+        assert np.array_equal(batched, single), f"batch of {b}"
+    m.close()
+
+
 def test_eos_inside_a_draft_stops_there(smol):
     # SmolLM2 answers "What is 2+2?" in a few tokens and then EOS: a draft of 8 proposes
     # the answer, the EOS and junk after it; nothing past EOS may appear.
