@@ -164,6 +164,9 @@ def cmd_run(argv: list[str]) -> int:
         p, s = runs["plain"].stats, other.stats
         result["speedup"] = s.tokens_per_s / p.tokens_per_s if p.tokens_per_s else None
         result["identical"] = runs["plain"].tokens == other.tokens
+        from .speculative import load_changed
+
+        result["unreliable"] = load_changed(p, s)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -190,6 +193,8 @@ def cmd_run(argv: list[str]) -> int:
         print(f"speed-up: {result['speedup']:.2f}x; outputs {same}{note}")
         if decision is not None and decision.draft == "none":
             print("(no draft was chosen, so both runs did the same work: the difference is measurement noise)")
+        if result["unreliable"]:
+            print(f"warning: {result['unreliable']}")
     return 0
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .engine import Engine, InputError, load_engine
-from .speculative import Done, Step
+from .speculative import Done, Step, load_changed
 
 DRAFT_CHOICES = {  # what the page offers -> (policy, forced draft)
     "auto": ("auto", None),
@@ -147,6 +147,7 @@ class Service:
         p, s = done["plain"].stats, done["spec"].stats
         yield {
             "type": "summary",
+            "unreliable": load_changed(p, s),
             "speedup": s.tokens_per_s / p.tokens_per_s if p.tokens_per_s else None,
             "identical": done["plain"].tokens == done["spec"].tokens,
             "greedy": settings.temperature == 0,

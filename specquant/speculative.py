@@ -59,6 +59,7 @@ class Stats:
     finish_reason: str = ""
     draft_prefill_s: float = 0.0  # the draft's prefill of the prompt (part of wall_s, not of draft_s)
     draft_dropped: str = ""  # why drafting stopped during the run, if it did
+    step_times: list[float] = field(default_factory=list)  # seconds of each one-token target pass
 
     def record(self, drafted: int, accepted: int, *, draft_s: float, verify_s: float, prefill_s: float = 0.0) -> None:
         """One target pass: ``drafted`` tokens verified, ``accepted`` of them kept."""
@@ -69,6 +70,8 @@ class Stats:
         self.drafted += drafted
         self.accepted += accepted
         self.rejections += int(accepted < drafted)
+        if not drafted:
+            self.step_times.append(verify_s)
         grow = drafted - len(self.drafted_by_pos)
         if grow > 0:
             self.drafted_by_pos += [0] * grow
@@ -102,6 +105,12 @@ class Stats:
         return self.accepted / seen if seen else 0.0
 
     @property
+    def plain_step_s(self) -> float | None:
+        """The median one-token pass of this run (None with fewer than three)."""
+        t = sorted(self.step_times)
+        return t[len(t) // 2] if len(t) >= 3 else None
+
+    @property
     def acceptance_by_pos(self) -> list[float]:
         return [a / d if d else 0.0 for a, d in zip(self.accepted_by_pos, self.drafted_by_pos)]
 
@@ -114,8 +123,30 @@ class Stats:
             tokens_per_pass=self.tokens_per_pass,
             acceptance_by_pos=self.acceptance_by_pos,
             position_acceptance=self.position_acceptance,
+            plain_step_s=self.plain_step_s,
         )
+        del d["step_times"]
         return d
+
+
+LOAD_TOLERANCE = 0.15  # one-token passes within a run vary by a few per cent on a quiet machine
+
+
+def load_changed(plain, spec) -> str:
+    """Why a side-by-side figure can't be trusted, or "": the machine's speed changed while the two
+    runs went one after the other (another program, or on a small machine the browser drawing
+    this page, took the cores). Seen in the runs' own one-token passes: the plain run's first
+    half against its second, and the speculative run's plain steps against the plain run's."""
+    t = plain.step_times
+    halves = [sorted(x)[len(x) // 2] for x in (t[: len(t) // 2], t[len(t) // 2 :]) if len(x) >= 3]
+    pairs = [tuple(halves)] if len(halves) == 2 else []
+    if plain.plain_step_s and spec.plain_step_s:
+        pairs.append((plain.plain_step_s, spec.plain_step_s))
+    for a, b in pairs:
+        if abs(b / a - 1) > LOAD_TOLERANCE:
+            return (f"the machine's speed changed during the comparison (one-token steps took {a * 1000:.1f} ms, "
+                    f"then {b * 1000:.1f} ms): something else used the processor, so the speed-up is unreliable")
+    return ""
 
 
 @dataclass

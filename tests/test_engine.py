@@ -126,3 +126,16 @@ def test_a_second_run_does_not_change_the_first_runs_draft_settings(engine, monk
     list(second)
     assert set(seen) == {0.0}
     assert engine.draft("q8").p_min == 0.0  # the shared source was never changed
+
+
+def test_a_comparison_says_when_the_machine_changed_speed_between_its_runs():
+    from specquant.speculative import Stats, load_changed
+
+    steady = Stats(step_times=[0.010, 0.0102, 0.0099, 0.0101] * 8)
+    also_steady = Stats(step_times=[0.0101, 0.0099, 0.0100, 0.0102])
+    assert load_changed(steady, also_steady) == ""
+    busy_later = Stats(step_times=[0.0131, 0.0128, 0.0133, 0.0130])  # the browser drew during the second run
+    assert "unreliable" in load_changed(steady, busy_later)
+    drifting = Stats(step_times=[0.010] * 16 + [0.013] * 16)  # ...or during the first
+    assert "unreliable" in load_changed(drifting, Stats())
+    assert load_changed(Stats(), Stats()) == ""  # too short to tell: no claim

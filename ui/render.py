@@ -83,8 +83,10 @@ def summary_md(ev: dict) -> str:
     if ev["decision"]["draft"] == "none":
         note = ("\n\nSpecQuant chose **not to draft** here (see the decision above), so both runs did the same "
                 "work: the difference is measurement noise.")
-    elif s.get("draft_dropped"):
-        note = f"\n\nDrafting stopped during the run: {s['draft_dropped']}; the rest was decoded plainly."
+    if ev.get("unreliable"):
+        note += f"\n\n⚠ Unreliable figure: {ev['unreliable']}."
+    if s.get("draft_dropped"):
+        note += f"\n\nDrafting stopped during the run: {s['draft_dropped']}; the rest was decoded plainly."
 
     return "\n".join([
         (f"### Speed-up: **{speed:.2f}×**" if speed else "### Speed-up: —") + note, "",
