@@ -7,6 +7,7 @@ A loaded model holds one KV cache (one sequence). The loop only ever needs:
 from __future__ import annotations
 
 import codecs
+import os
 import hashlib
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -92,6 +93,24 @@ class Model(ABC):
     def reset(self) -> None:
         self.rollback(0)
 
+    # --- checks every backend makes ------------------------------------------------------------
+    def check_room(self, n: int) -> None:
+        """Appending ``n`` tokens must fit the context."""
+        if len(self.tokens) + n > self.n_ctx:
+            raise BackendError(f"context full: {len(self.tokens)} + {n} tokens exceed the context of {self.n_ctx}")
+
+    def check_rollback(self, n_keep: int) -> int:
+        """How many cache entries a rollback to ``n_keep`` drops (it must be within the cache)."""
+        if n_keep < 0 or n_keep > len(self.tokens):
+            raise ValueError(f"rollback to {n_keep} outside 0..{len(self.tokens)}")
+        return len(self.tokens) - n_keep
+
+    @staticmethod
+    def plain_chat(messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """A model without a chat template (a base model): the turns as plain text."""
+        text = "\n\n".join(m["content"] for m in messages)
+        return text + ("\n\n" if add_generation_prompt else "")
+
     @property
     def n_past(self) -> int:
         return len(self.tokens)
@@ -133,3 +152,27 @@ class Model(ABC):
 
     def close(self) -> None:  # pragma: no cover - backends override
         pass
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share a core's arithmetic units, so they don't help)."""
+    try:
+        cores = set()
+        phys = core = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+        if core is not None:
+            cores.add((phys, core))
+        if cores:
+            return min(len(cores), os.cpu_count() or len(cores))
+    except OSError:
+        pass
+    return max(1, os.cpu_count() or 1)

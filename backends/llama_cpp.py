@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import BackendError, Model
+from .base import BackendError, Model, physical_cores
 
 _GGUF_MAGIC = b"GGUF"
 _lock = threading.Lock()
@@ -34,7 +34,8 @@ def _llama():
     return llama_cpp
 
 
-def _init() -> None:
+def init() -> None:
+    """Start llama.cpp once per process, its log quiet unless SPECQUANT_LLAMA_LOG is set."""
     global _initialized, _log_callback
     if _initialized:
         return
@@ -50,30 +51,6 @@ def _init() -> None:
     lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
     lc.llama_backend_init()
     _initialized = True
-
-
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share a core's arithmetic units, so they don't help)."""
-    try:
-        cores = set()
-        phys = core = None
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("physical id"):
-                    phys = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":")[1].strip()
-                elif not line.strip():
-                    if core is not None:
-                        cores.add((phys, core))
-                    phys = core = None
-        if core is not None:
-            cores.add((phys, core))
-        if cores:
-            return min(len(cores), os.cpu_count() or len(cores))
-    except OSError:
-        pass
-    return max(1, os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)  # a process loads one build
@@ -186,7 +163,7 @@ class LlamaCppModel(Model):
         n_gpu_layers: int | None = None,
     ):
         super().__init__()
-        _init()
+        init()
         lc = _llama()
         self.path = check_gguf(path)
         if n_gpu_layers is None:
@@ -301,18 +278,13 @@ class LlamaCppModel(Model):
             src = self.chat_template()
             if src:  # a template llama.cpp does not recognise: render the Jinja source itself
                 return _render_jinja(src, messages, add_generation_prompt, self)
-        # No template at all (a base model): plain text, turns separated by blank lines.
-        text = "\n\n".join(m["content"] for m in messages)
-        return text + ("\n\n" if add_generation_prompt else "")
+        return self.plain_chat(messages, add_generation_prompt)
 
     # --- evaluation ----------------------------------------------------------------------
     def _decode(self, tokens: list[int], want_all: bool) -> None:
         lc, b = self._lc, self._batch
         pos0 = len(self.tokens)
-        if pos0 + len(tokens) > self.n_ctx:
-            raise BackendError(
-                f"context full: {pos0} + {len(tokens)} tokens exceed the context of {self.n_ctx}"
-            )
+        self.check_room(len(tokens))
         n = len(tokens)
         b.n_tokens = n
         for i, t in enumerate(tokens):
@@ -345,9 +317,7 @@ class LlamaCppModel(Model):
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def rollback(self, n_keep: int) -> None:
-        if n_keep < 0 or n_keep > len(self.tokens):
-            raise ValueError(f"rollback to {n_keep} outside 0..{len(self.tokens)}")
-        if n_keep == len(self.tokens):
+        if not self.check_rollback(n_keep):
             return
         if n_keep == 0:
             self._lc.llama_memory_clear(self._mem, True)

@@ -134,14 +134,12 @@ class MLXModel(Model):
         tok = self.tokenizer
         if getattr(tok, "chat_template", None) or getattr(tok._tokenizer, "chat_template", None):
             return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        text = "\n\n".join(m["content"] for m in messages)
-        return text + ("\n\n" if add_generation_prompt else "")
+        return self.plain_chat(messages, add_generation_prompt)
 
     # --- evaluation ------------------------------------------------------------------------
     def _forward(self, tokens: list[int]):
         mx = self._mx
-        if len(self.tokens) + len(tokens) > self.n_ctx:
-            raise BackendError(f"context full: {len(self.tokens)} + {len(tokens)} tokens exceed the context of {self.n_ctx}")
+        self.check_room(len(tokens))
         logits = self.model(mx.array([tokens], dtype=mx.int32), cache=self._cache)
         self.tokens.extend(tokens)
         return logits[0]
@@ -161,9 +159,7 @@ class MLXModel(Model):
         return np.array(last.astype(self._mx.float32))[: self.n_vocab]
 
     def rollback(self, n_keep: int) -> None:
-        if n_keep < 0 or n_keep > len(self.tokens):
-            raise ValueError(f"rollback to {n_keep} outside 0..{len(self.tokens)}")
-        n = len(self.tokens) - n_keep
+        n = self.check_rollback(n_keep)
         if n == 0:
             return
         if n_keep == 0:

@@ -19,7 +19,7 @@ import sys
 
 from common import write_result  # noqa: E402 - also puts the project on sys.path
 
-from specquant.bench import load_prompts  # noqa: E402
+from specquant.prompts import load_prompts  # noqa: E402
 from specquant.control import DraftControl  # noqa: E402
 from specquant.drafts import PromptLookup  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402

@@ -17,7 +17,7 @@ import time
 from common import write_result  # noqa: E402 - also puts the project on sys.path
 
 from backends import load_model  # noqa: E402
-from specquant.bench import load_prompts  # noqa: E402
+from specquant.prompts import load_prompts  # noqa: E402
 from specquant.control import DraftControl  # noqa: E402
 from specquant.drafts import ModelDraft  # noqa: E402
 from specquant.speculative import run  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import ROOT, write_result  # noqa: E402 - also puts the project on sys.path
 
-from specquant.bench import load_prompts  # noqa: E402
+from specquant.prompts import load_prompts  # noqa: E402
 from specquant.control import DraftControl  # noqa: E402
 from specquant.engine import Engine  # noqa: E402
 from specquant.models import prepare_smol  # noqa: E402

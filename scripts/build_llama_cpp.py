@@ -119,6 +119,9 @@ static void specquant_vecdot_gemm(const struct ggml_compute_params * params, int
 
 """
 
+# where the F16 case of llamafile_sgemm starts for AVX/AVX2 CPUs
+AVX2_F16 = "#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)\n        if (Btype == GGML_TYPE_F16) {\n"
+
 # (file, text that must occur exactly once, replacement)
 EDITS = [
     (SGEMM,
@@ -146,17 +149,7 @@ EDITS = [
     (SGEMM,
      "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n",
      VECDOT_GEMM + "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n"),
-    (SGEMM,
-     """#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)
-        if (Btype == GGML_TYPE_F16) {
-            tinyBLAS<8, __m256, __m256, ggml_fp16_t, ggml_fp16_t, float> tb{ params, k,
-                (const ggml_fp16_t *)A, lda,
-                (const ggml_fp16_t *)B, ldb,
-                (float *)C, ldc};
-            return tb.matmul(m, n);
-        }
-""",
-     """#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)
+    (SGEMM, AVX2_F16, AVX2_F16.replace("\n", """
         // specquant: a batch up to the longest verify pass (33 tokens, with room to spare), summed
         // as ggml_vec_dot_f16 sums one token; longer batches (prompts, the same for plain and
         // speculative runs) keep tinyBLAS, which prefills ~1.7x faster
@@ -165,14 +158,7 @@ EDITS = [
                                   (float *)C, ldc);
             return true;
         }
-        if (Btype == GGML_TYPE_F16) {
-            tinyBLAS<8, __m256, __m256, ggml_fp16_t, ggml_fp16_t, float> tb{ params, k,
-                (const ggml_fp16_t *)A, lda,
-                (const ggml_fp16_t *)B, ldb,
-                (float *)C, ldc};
-            return tb.matmul(m, n);
-        }
-"""),
+""", 1)),
     (SGEMM,
      """        // compute RM for only need tile with size RM&RM-1
 #if VECTOR_REGISTERS == 32

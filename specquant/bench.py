@@ -12,30 +12,10 @@ import json
 import platform
 import statistics
 import time
-from importlib import resources
 from pathlib import Path
 
-from .speculative import Done
-
-
-def load_prompts(path: str | Path | None = None) -> list[dict]:
-    if path:
-        data = json.loads(Path(path).read_text())
-    else:
-        data = json.loads(resources.files("specquant").joinpath("data/prompts.json").read_text())
-    prompts = data["prompts"] if isinstance(data, dict) else data
-    for p in prompts:
-        if not isinstance(p, dict) or not isinstance(p.get("prompt"), str) or not p.get("id"):
-            raise ValueError(f"each prompt needs an 'id' and a 'prompt' text: {p!r}")
-    return prompts
-
-
-def correct(text: str, reference: list[str] | str | None) -> bool | None:
-    if not reference:
-        return None
-    refs = [reference] if isinstance(reference, str) else reference
-    low = text.lower()
-    return any(r.lower() in low for r in refs)
+from .prompts import correct, load_prompts
+from .speculative import Done, finish
 
 
 def _row(done: Done) -> dict:
@@ -107,13 +87,10 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
 
     def routed(pol):
         def go(p, toks):
-            t0 = time.perf_counter()
-            _, decision = engine.route(p["prompt"], policy=pol, max_tokens=max_tokens)
-            route_s = time.perf_counter() - t0
-            done = engine.run(toks, **engine.plan(decision), **kw)
-            engine.record(decision, done)
-            done.stats.wall_s += route_s  # deciding is part of answering
-            return done, decision
+            ans = engine.answer(p["prompt"], policy=pol, **kw)
+            done = finish(ans.events)
+            done.stats.wall_s += ans.route_s  # deciding is part of answering
+            return done, ans.decision
         return go
 
     runners = [(f"{d} k={k}", fixed(d, k)) for d, k in configs] + [(f"policy {pol}", routed(pol)) for pol in policies]
@@ -291,7 +268,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     args = ap.parse_args(argv)
 
-    from .cli import warn_if_inexact
+    from .engine import warn_if_inexact
     prompts = load_prompts(args.prompts)
     if args.ids:
         want = set(args.ids.split(","))

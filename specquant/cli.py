@@ -30,7 +30,7 @@ def _route_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open_engine(args):
-    from .engine import load_engine
+    from .engine import load_engine, warn_if_inexact
 
     def log(msg):
         print(msg, file=sys.stderr)
@@ -87,19 +87,6 @@ def _stats_lines(label: str, st) -> list[str]:
     return lines
 
 
-INEXACT_WARNING = (
-    "warning: this llama-cpp-python build computes a batch of tokens slightly differently from one "
-    "token at a time (llamafile sgemm), so in rare near-ties the speculative answer can differ from "
-    "plain decoding. Build the patched one for exact results (once, ~15 min):\n"
-    "  python scripts/build_llama_cpp.py"
-)
-
-
-def warn_if_inexact(engine) -> None:
-    if not engine.exact:
-        print(INEXACT_WARNING, file=sys.stderr)
-
-
 def _analysis_lines(analysis, decision) -> list[str]:
     a = analysis
     return [
@@ -128,28 +115,23 @@ def cmd_run(argv: list[str]) -> int:
     if args.prompt_file:
         prompt = _read_prompt(args.prompt_file)
     eng = _open_engine(args)
-    analysis, decision = eng.route(prompt, policy=args.policy, tier=args.tier, draft=args.draft, k=args.draft_len,
-                                   max_tokens=args.max_tokens)
-    plan = eng.plan(decision)
     kw = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=args.seed, chat=not args.raw)
-    tokens = eng.prompt_tokens(prompt, chat=not args.raw)
-    if plan["draft"] != "none":
-        eng.control(plan["draft"], plan["k"])  # load and calibrate now: load time, not run time
-    speculative = plan["draft"] != "none"
+    ans = eng.answer(prompt, policy=args.policy, tier=args.tier, draft=args.draft, k=args.draft_len, **kw)
+    analysis, decision = ans.analysis, ans.decision
     runs = {}
     if args.compare:
-        runs["plain"] = eng.run(tokens, draft="none", **kw)
+        runs["plain"] = eng.run(ans.tokens, draft="none", **kw)
     stream = not args.json and not args.compare
     if stream:
         print("\n".join(_analysis_lines(analysis, decision)) + "\n", file=sys.stderr)
     done = None
-    for ev in eng.stream(tokens, **plan, **kw):
+    for ev in ans.events:
         if hasattr(ev, "stats"):
             done = ev
         elif stream:
             print(ev.text, end="", flush=True)
-    eng.record(decision, done)
+    speculative = ans.plan["draft"] != "none"
     runs["speculative" if speculative or args.compare else "plain"] = done  # SpecQuant's run, drafting or not
     result = {
         "models": eng.describe(),

@@ -11,8 +11,10 @@ import copy
 import json
 import os
 import platform
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -241,6 +243,28 @@ class Engine:
             return {"draft": decision.draft, "k": "auto", "prior": decision.acceptance}
         return {"draft": decision.draft, "k": decision.k}
 
+    def answer(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
+               k=None, max_tokens: int = 128, chat: bool = True, stop=None, **sampling) -> "Answer":
+        """The one way a prompt is answered: analyse and route it, plan the run, load and
+        calibrate what the plan needs (load time, outside every timing), and return the plan
+        with the run's events (lazy). When the run ends, what the draft achieved is recorded
+        for later decisions. ``sampling``: temperature, top_k, top_p, seed."""
+        t0 = time.perf_counter()
+        analysis, decision = self.route(prompt, policy=policy, tier=tier, draft=draft, k=k, max_tokens=max_tokens)
+        plan = self.plan(decision)
+        tokens = self.prompt_tokens(prompt, chat=chat)
+        route_s = time.perf_counter() - t0
+        if plan["draft"] != "none":
+            self.control(plan["draft"], plan["k"])
+        events = self.stream(tokens, **plan, max_tokens=max_tokens, chat=chat, stop=stop, **sampling)
+        return Answer(analysis, decision, plan, tokens, route_s, self._recorded(events, decision))
+
+    def _recorded(self, events, decision):
+        for ev in events:
+            if isinstance(ev, Done):
+                self.record(decision, ev)
+            yield ev
+
     def record(self, decision, done) -> None:
         """Learn what the chosen source achieved, for later decisions."""
         if decision.draft not in ("none", "") and done.stats.drafted:
@@ -307,7 +331,33 @@ class Engine:
                 "model_set": self.model_set.describe() if self.model_set else None}
 
 
-__all__ = ["Engine", "InputError", "BackendError", "parse_k"]
+@dataclass
+class Answer:
+    """A routed answer: what the analysis found, what was decided and why, the run's settings,
+    the prompt's tokens, the seconds routing took (part of answering), and the run's events."""
+
+    analysis: object
+    decision: routing.Decision
+    plan: dict
+    tokens: list[int]
+    route_s: float
+    events: Iterator[Step | Done]
+
+
+__all__ = ["Engine", "Answer", "InputError", "BackendError", "parse_k"]
+
+
+INEXACT_WARNING = (
+    "warning: this llama-cpp-python build computes a batch of tokens slightly differently from one "
+    "token at a time (llamafile sgemm), so in rare near-ties the speculative answer can differ from "
+    "plain decoding. Build the patched one for exact results (once, ~15 min):\n"
+    "  python scripts/build_llama_cpp.py"
+)
+
+
+def warn_if_inexact(engine) -> None:
+    if not engine.exact:
+        print(INEXACT_WARNING, file=sys.stderr)
 
 
 def load_engine(model: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None, progress=None,

@@ -89,7 +89,7 @@ def _nvidia_smi() -> tuple[str, int, int] | None:
 
 
 def detect() -> Hardware:
-    from backends.llama_cpp import physical_cores
+    from backends.base import physical_cores
 
     total, avail = _meminfo()
     cores = physical_cores()

@@ -191,7 +191,7 @@ def write_tiny_hf(out_dir, *, seed: int = 0, hidden: int = 64, layers: int = 2, 
 
 
 def _local_corpus() -> str:
-    from .bench import load_prompts
+    from .prompts import load_prompts
 
     text = "\n".join(p["prompt"] for p in load_prompts())
     return text + "\nThe quick brown fox jumps over the lazy dog.\n" + "0 1 2 3 4 5 6 7 8 9\n"

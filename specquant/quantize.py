@@ -52,9 +52,9 @@ def quantize(src, qtype: str, out_dir=None, *, out_path=None, n_threads: int = 0
     dst.parent.mkdir(parents=True, exist_ok=True)
     import llama_cpp as lc
 
-    from backends.llama_cpp import _init
+    from backends.llama_cpp import init
 
-    _init()
+    init()
     params = lc.llama_model_quantize_default_params()
     params.ftype = FTYPES[q]
     params.allow_requantize = True

@@ -122,18 +122,15 @@ class Service:
         policy, forced = DRAFT_CHOICES[settings.draft]
         k = None if settings.k in (None, "", "auto") else settings.k
         with eng.lock:
-            analysis, decision = eng.route(prompt, policy=policy, tier=settings.tier, draft=forced, k=k,
-                                           max_tokens=settings.max_tokens)
-            plan = eng.plan(decision)
-            tokens = eng.prompt_tokens(prompt)
-            if plan["draft"] != "none":
-                eng.control(plan["draft"], plan["k"])  # load / calibrate before timing
-            yield {"type": "analysis", "analysis": analysis.to_dict(), "decision": decision.to_dict(),
-                   "label": decision.label, "model": eng.label}
             kw = dict(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+            ans = eng.answer(prompt, policy=policy, tier=settings.tier, draft=forced, k=k, stop=stop, **kw)
+            decision = ans.decision
+            yield {"type": "analysis", "analysis": ans.analysis.to_dict(), "decision": decision.to_dict(),
+                   "label": decision.label, "model": eng.label}
             done = {}
-            for side, run_plan in (("plain", {"draft": "none", "k": 1}), ("spec", plan)):
-                for ev in eng.stream(tokens, **run_plan, **kw, stop=stop):
+            plain = eng.stream(ans.tokens, draft="none", **kw, stop=stop)
+            for side, events in (("plain", plain), ("spec", ans.events)):
+                for ev in events:
                     if isinstance(ev, Done):
                         done[side] = ev
                         yield {"type": f"{side}_done", "text": ev.text, "tokens": len(ev.tokens),
@@ -143,7 +140,6 @@ class Service:
                 if stop is not None and stop.is_set():
                     yield {"type": "stopped", "side": side}
                     return
-            eng.record(decision, done["spec"])
         p, s = done["plain"].stats, done["spec"].stats
         yield {
             "type": "summary",

@@ -114,7 +114,7 @@ def test_bench_gives_short_answers_more_rounds(tiny_paths, tmp_path):
 
 
 def test_bundled_prompt_set():
-    from specquant.bench import load_prompts
+    from specquant.prompts import load_prompts
 
     ps = load_prompts()
     assert len(ps) >= 24 and len({p["id"] for p in ps}) == len(ps)

@@ -3,7 +3,7 @@ import pytest
 
 from specquant.control import LOSS_FLOOR, DraftControl, Drift
 from specquant.costs import Costs, best_k, expected_run_tokens, expected_speedup, expected_tokens
-from specquant.drafts import MATCH_PRIOR, PromptLookup
+from specquant.drafts import PromptLookup
 from specquant.sampling import Sampler
 
 

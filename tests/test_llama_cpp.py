@@ -75,7 +75,7 @@ def test_eos_inside_a_draft_stops_there(smol):
 
 
 def test_smollm2_greedy_identical_on_chat_prompts(smol, smol_drafts):
-    from specquant.bench import load_prompts
+    from specquant.prompts import load_prompts
 
     prompts = [p for p in load_prompts()][:10]
     sources = {name: ModelDraft(m, smol, name=name) for name, m in smol_drafts.items()}

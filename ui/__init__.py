@@ -8,7 +8,7 @@ import time
 
 import gradio as gr
 
-from specquant.bench import load_prompts
+from specquant.prompts import load_prompts
 from specquant.service import DRAFT_CHOICES, Service, Settings
 
 from . import render
