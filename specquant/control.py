@@ -174,7 +174,9 @@ class DraftControl:
 
     def _check_prefill(self, prompt_len: int, max_tokens: int) -> None:
         c = self._costs()
-        _, s = best_k(c, self.acceptance, self.k_max)
+        k, s = best_k(c, self.acceptance, self.k_max, BET_MIN_GAIN)
+        if not k:
+            return  # not expected to pay at all: the first step says so
         saved = max_tokens * c.T(1) * (1 - 1 / s)
         if prompt_len * c.draft_prefill * PREFILL_PAYBACK > saved:
             self.dropped = (f"the draft's prefill of the {prompt_len}-token prompt would cost more than half "
@@ -221,12 +223,15 @@ class DraftControl:
     def _model_k(self) -> int:
         c = self._costs()
         k = self._bet(c, self.acceptance, self.k_max)
-        if k == 0 and (not self._affordable(self.k_max)
-                       or not best_k(c, self._acceptance_ucb(), self.k_max, BET_MIN_GAIN)[0]):
-            # Not even an optimistic acceptance pays, or the run can't afford a miss: stop.
-            self.dropped = ("drafting lost more than the run allows" if not self._affordable(self.k_max)
-                            else "drafting is not expected to pay at the acceptance seen")
-        return k
+        if k:
+            return k
+        if not best_k(c, self._acceptance_ucb(), self.k_max, BET_MIN_GAIN)[0]:  # not even optimistically
+            self.dropped = (f"drafting is not expected to pay here (at acceptance {self.acceptance:.2f}, with a "
+                            f"draft step at {c.draft_step / c.T(1):.2f} of a target step)")
+        elif not self._affordable(self.k_max):
+            self.dropped = ("drafting lost more than the run allows" if self.ledger.balance_s < 0 else
+                            "a missed draft would cost more than this answer can risk")
+        return 0
 
     def keep(self, n: int, estimate: tuple[float, float, int] | None = None) -> int:
         """How many of ``n`` proposed tokens to verify: all of them with a fixed k; with k =
