@@ -207,6 +207,20 @@ def test_sampling_follows_target_distribution(models):
     assert pvalue > 1e-3
 
 
+def test_a_consumer_that_stops_early_leaves_both_caches_usable(models):
+    # Every step is yielded after the rollback, so a consumer may stop at any step: the models'
+    # caches hold exactly the tokens they list, and the next run (which syncs from them) is exact.
+    m = models.target
+    prompt = m.tokenize(PROMPTS[3])
+    src = ModelDraft(models.drafts[next(iter(models.drafts))], m, name="d")
+    whole = run(m, prompt, draft=src, control=DraftControl(3), max_tokens=24)
+    events = decode(m, prompt, draft=src, control=DraftControl(3), max_tokens=24)
+    next(events), next(events)
+    events.close()
+    assert len(m.tokens) == m.n_past and len(src.model.tokens) == src.model.n_past
+    assert run(m, prompt, draft=src, control=DraftControl(3), max_tokens=24).tokens == whole.tokens
+
+
 def test_stream_safe_detokenize(models):
     m = models.target
     text = "héllo wörld — 東京 🌍🚀 ok"
