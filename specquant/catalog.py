@@ -148,7 +148,12 @@ def _resolve_mlx(spec: str, progress=None) -> ModelSet:
                         note="drafts made locally with mlx_lm.convert")
     fam = get_family(spec)
     r = fam.repos["mlx"]
-    ms = ModelSet(fam.name, "hub", _mlx_repo(r["bf16"], progress), repo=r["bf16"])
+    try:
+        target = _mlx_repo(r["bf16"], progress)
+    except hub.NotOnHub as e:
+        raise hub.NotOnHub(f"{fam.name} for MLX: tried {r['bf16']} on {hub.endpoint()}, which failed: {e}. "
+                           "Use --backend llama.cpp, another family, or a local MLX folder") from None
+    ms = ModelSet(fam.name, "hub", target, repo=r["bf16"])
     for spec_, key in (("q8", "8bit"), ("q4", "4bit")):
         try:
             ms.drafts[spec_] = _mlx_repo(r[key], progress)

@@ -125,6 +125,31 @@ def test_sharded_files_download_together(server):
     assert (ms.target.parent / "big-fp16-00002-of-00002.gguf").read_bytes() == b"\x02" * 300_000
 
 
+def test_every_precision_in_shards_resolves_to_its_shards(server):
+    # Qwen2.5-7B's GGUF repo splits fp16, q8_0 and q4_k_m alike (real names, tiny bytes).
+    repo = server.root / "Qwen" / "Qwen2.5-7B-Instruct-GGUF"
+    repo.mkdir(parents=True)
+    names = {"fp16": 4, "q8_0": 3, "q4_k_m": 2}
+    for prec, n in names.items():
+        for i in range(1, n + 1):
+            (repo / f"qwen2.5-7b-instruct-{prec}-{i:05d}-of-{n:05d}.gguf").write_bytes(bytes([i]) * 1000)
+    files = hub.list_files("Qwen/Qwen2.5-7B-Instruct-GGUF")
+    for prec, n in (("f16", 4), ("q8_0", 3), ("q4_k_m", 2)):
+        got = catalog.match_files(files, prec)
+        assert len(got) == n and got[0].endswith(f"-00001-of-{n:05d}.gguf"), (prec, got)
+    assert catalog.match_files(files, "q4_0") == []  # made locally from the F16 parent
+    ms = catalog._from_repo("Qwen/Qwen2.5-7B-Instruct-GGUF", "Qwen2.5-7B-Instruct")
+    assert ms.drafts["q8"].name.endswith("q8_0-00001-of-00003.gguf") and ms.missing == ["q4_0"]
+    assert (ms.drafts["q8"].parent / "qwen2.5-7b-instruct-q8_0-00003-of-00003.gguf").exists()
+
+
+def test_a_missing_mlx_target_repo_says_what_was_tried(server):
+    fam = catalog.get_family("smollm2-1.7b")
+    assert fam.repos["mlx"]["bf16"] == "mlx-community/SmolLM2-1.7B-Instruct"  # published without -bf16
+    with pytest.raises(hub.NotOnHub, match="tried mlx-community/SmolLM2-1.7B-Instruct"):
+        catalog.resolve("smollm2-1.7b", backend="mlx")
+
+
 def test_missing_shard_is_refused():
     with pytest.raises(hub.NotOnHub, match="expected 3 shards"):
         catalog.match_files(["m-f16-00001-of-00003.gguf", "m-f16-00002-of-00003.gguf"], "f16")
