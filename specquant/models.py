@@ -125,7 +125,7 @@ def _vocab_fields(src: Path) -> dict:
 
 def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2,
                     n_head: int = 4, n_head_kv: int = 2, n_ff: int = 192, n_ctx: int = 2048,
-                    scale: float = 1.0) -> Path:
+                    scale: float = 1.0, rope_base: float = 10000.0) -> Path:
     """A llama-architecture GGUF with random weights and a real vocabulary, written atomically."""
     import gguf
 
@@ -142,7 +142,7 @@ def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64,
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head_kv)
     w.add_rope_dimension_count(n_embd // n_head)
-    w.add_rope_freq_base(10000.0)
+    w.add_rope_freq_base(rope_base)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(n_vocab)
     w.add_file_type(1)  # mostly F16
