@@ -205,7 +205,7 @@ class Engine:
         return sources.auto_sources(self.backend, sibling=bool(self.sibling))
 
     def route(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
-              k=None, analyzer: str = "auto", max_tokens: int = 128):
+              k=None, analyzer: str = "auto", max_tokens: int = 128, n_prompt: int | None = None):
         """Analyse the prompt and decide the draft source and length. Returns (analysis, decision)."""
         from .complexity import analyze
 
@@ -230,7 +230,7 @@ class Engine:
         costs = {s: self.drift.apply(self.costs(s), s) for s in names}  # at the level runs see lately
         decision = routing.decide(t, costs, policy=policy, grounded=routing.is_grounded(prompt), book=self.book,
                                   draft_override=draft, k_override=k_over,
-                                  answer=(len(self.prompt_tokens(prompt)), max_tokens))
+                                  answer=(n_prompt or len(self.prompt_tokens(prompt)), max_tokens))
         if tier is not None:
             decision.reason += " (tier set by you)"
         return analysis, decision
@@ -250,9 +250,10 @@ class Engine:
         with the run's events (lazy). When the run ends, what the draft achieved is recorded
         for later decisions. ``sampling``: temperature, top_k, top_p, seed."""
         t0 = time.perf_counter()
-        analysis, decision = self.route(prompt, policy=policy, tier=tier, draft=draft, k=k, max_tokens=max_tokens)
-        plan = self.plan(decision)
         tokens = self.prompt_tokens(prompt, chat=chat)
+        analysis, decision = self.route(prompt, policy=policy, tier=tier, draft=draft, k=k, max_tokens=max_tokens,
+                                        n_prompt=len(tokens))
+        plan = self.plan(decision)
         route_s = time.perf_counter() - t0
         if plan["draft"] != "none":
             self.control(plan["draft"], plan["k"])

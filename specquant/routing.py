@@ -43,7 +43,8 @@ def is_grounded(prompt: str) -> bool:
 
 
 def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
-    if sources.find(source) is not None and sources.find(source).free:  # copying depends on the prompt carrying material, not on its tier
+    kind = sources.find(source)
+    if kind is not None and kind.free:  # copying depends on the prompt carrying material, not on its tier
         return GROUNDED_LOOKUP if grounded else sources.prior("lookup")
     base = sources.prior(source)
     err = (1 - base) * TIER_ERROR_SCALE.get(tier, 1.0)

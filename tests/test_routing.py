@@ -108,7 +108,10 @@ def test_calibrated_costs_agree_with_direct_measurement(smol_paths, tmp_path, mo
 
     eng = Engine(smol_paths["F16"], draft_files={"q8": smol_paths["Q8_0"]}, n_ctx=1024)
     c = eng.costs("q8")
-    # Direct: a plain run's per-pass time, and the draft model stepping on its own.
+    # Direct: a plain run's per-pass time, and the draft model stepping on its own (with the
+    # p_min check on its logits, as a draft step in a run and in the calibration has).
+    from specquant.drafts import top_probability
+
     runs = [eng.run("Write a short poem about the sea.", draft="none", max_tokens=48) for _ in range(3)]
     step = statistics.median(r.stats.verify_s / r.stats.target_passes for r in runs)
     d = eng.draft("q8").model
@@ -117,7 +120,7 @@ def test_calibrated_costs_agree_with_direct_measurement(smol_paths, tmp_path, mo
     times = []
     for t in range(40):
         t0 = time.perf_counter()
-        d.eval([100 + t])
+        top_probability(d.eval([100 + t])[-1])
         times.append(time.perf_counter() - t0)
     d.reset()
     assert c.T(1) == pytest.approx(step, rel=0.2)
