@@ -191,8 +191,9 @@ def decide(
         why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
                         for x in candidates[:3])
         return Decision("none", 0, "auto", tier, 1.0, None, None,
-                        "no draft: nothing is expected to beat plain decoding on this machine"
-                        + (f" (best: {why})" if why else ""), candidates)
+                        "no draft: nothing is expected to beat plain decoding by enough on this machine (a model "
+                        f"draft must be expected at {BET_MIN_GAIN:.2f}x, prompt lookup at {MIN_GAIN:.2f}x)"
+                        + (f"; best: {why}" if why else ""), candidates)
     top = paying[0]
     k = top["k"]
     how = "" if fixed else " to start, adapted to the acceptance seen"
