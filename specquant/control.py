@@ -182,15 +182,15 @@ class DraftControl:
             self.dropped = (f"the draft's prefill of the {prompt_len}-token prompt would cost more than half "
                             f"of what drafting is expected to save")
 
-    def miss_cost(self, k: int) -> float:
+    @staticmethod
+    def miss_cost(c: Costs, k: int) -> float:
         """Seconds a draft of k tokens costs beyond a plain step when none of it is kept."""
-        c = self._costs()
         return c.draft_cost(k) + c.round_cost(k + 1) - c.T(1)
 
-    def _affordable(self, k: int) -> int:
+    def _affordable(self, c: Costs, k: int) -> int:
         """The longest draft up to k whose complete miss the run can still afford."""
         room = self.ledger.allowance_s()
-        while k and self.miss_cost(k) > room:
+        while k and self.miss_cost(c, k) > room:
             k -= 1
         return k
 
@@ -217,7 +217,7 @@ class DraftControl:
         lets the next bets be longer."""
         if not best_k(c, later, n, BET_MIN_GAIN, first)[0]:
             return 0
-        room = self._affordable(n)
+        room = self._affordable(c, n)
         return best_k(c, later, room, 0.0, first)[0] if room else 0
 
     def _model_k(self) -> int:
@@ -228,7 +228,7 @@ class DraftControl:
         if not best_k(c, self._acceptance_ucb(), self.k_max, BET_MIN_GAIN)[0]:  # not even optimistically
             self.dropped = (f"drafting is not expected to pay here (at acceptance {self.acceptance:.2f}, with a "
                             f"draft step at {c.draft_step / c.T(1):.2f} of a target step)")
-        elif not self._affordable(self.k_max):
+        elif not self._affordable(c, self.k_max):
             self.dropped = ("drafting lost more than the run allows" if self.ledger.balance_s < 0 else
                             "a missed draft would cost more than this answer can risk")
         return 0

@@ -258,13 +258,8 @@ class Engine:
         if plan["draft"] != "none":
             self.control(plan["draft"], plan["k"])
         events = self.stream(tokens, **plan, max_tokens=max_tokens, chat=chat, stop=stop, **sampling)
-        return Answer(analysis, decision, plan, tokens, route_s, self._recorded(events, decision))
-
-    def _recorded(self, events, decision):
-        for ev in events:
-            if isinstance(ev, Done):
-                self.record(decision, ev)
-            yield ev
+        return Answer(analysis, decision, plan, tokens, route_s,
+                      _on_done(events, lambda done: self.record(decision, done)))
 
     def record(self, decision, done) -> None:
         """Learn what the chosen source achieved, for later decisions."""
@@ -311,14 +306,13 @@ class Engine:
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
-        return self._carry_drift(events, control)
+        if control is None or not control.auto:
+            return events
 
-    def _carry_drift(self, events, control):
-        """Pass a run's events on; when it ends, what it saw of the costs becomes the engine's."""
-        for ev in events:
-            if isinstance(ev, Done) and control is not None and control.auto:
-                self.drift = control.drift
-            yield ev
+        def carry(done):  # what the run saw of the costs becomes the engine's
+            self.drift = control.drift
+
+        return _on_done(events, carry)
 
     def run(self, prompt, **kw) -> Done:
         return finish(self.stream(prompt, **kw))
@@ -330,6 +324,14 @@ class Engine:
         return {"backend": self.backend, "label": self.label, "models": models, "load_s": load_s,
                 "batch_invariant": self.exact,
                 "model_set": self.model_set.describe() if self.model_set else None}
+
+
+def _on_done(events: Iterator[Step | Done], then) -> Iterator[Step | Done]:
+    """Pass a run's events on, calling ``then(done)`` when it ends."""
+    for ev in events:
+        if isinstance(ev, Done):
+            then(ev)
+        yield ev
 
 
 @dataclass
