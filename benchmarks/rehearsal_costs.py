@@ -2,7 +2,7 @@
 
 Writes GGUF files with the exact shape of SmolLM2-1.7B-Instruct (llama, 24 layers, hidden 2048,
 FFN 8192, 32 heads, 32 KV heads, context 8192, rope base 130000, SmolLM2's real vocabulary and
-tokenizer) and random weights, F16 plus Q8_0 and Q4_0 made by llama.cpp's quantizer, under the
+tokenizer) and random weights, F16 plus Q8_0, Q4_K_M and Q4_0 made by llama.cpp's quantizer, under the
 names bartowski's repo uses; takes the real SmolLM2-135M as the sibling draft. Then, with the
 engine's own calibration (loading and quantizing outside every timing):
 
@@ -11,7 +11,7 @@ engine's own calibration (loading and quantizing outside every timing):
 * what the router expects from each source at acceptance 0.6 and 0.8 (best draft length).
 
 Random weights make acceptance meaningless, but the costs are real. About 10 minutes on 2 cores
-the first time (the files are kept in $SPECQUANT_HOME/models/rehearsal, 5.6 GB).
+the first time (the files are kept in $SPECQUANT_HOME/models/rehearsal, 6.6 GB).
 
     python benchmarks/rehearsal_costs.py [--out bench-results/rehearsal_costs.json]
 """
@@ -37,17 +37,17 @@ def prepare() -> dict:
     d = models_dir() / "rehearsal"
     d.mkdir(parents=True, exist_ok=True)
     smol = prepare_smol()
-    files = {q: d / f"{NAME}-{q.lower()}.gguf" for q in ("F16", "Q8_0", "Q4_0")}
+    files = {q: d / f"{NAME}-{q.lower()}.gguf" for q in ("F16", "Q8_0", "Q4_K_M", "Q4_0")}
     if not files["F16"].exists():
         t0 = time.perf_counter()
         write_tiny_gguf(files["F16"], _vocab_fields(smol["F16"]), seed=7, **SHAPE)
         print(f"wrote {files['F16'].name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    for q in ("Q8_0", "Q4_0"):
+    for q in ("Q8_0", "Q4_K_M", "Q4_0"):
         if not files[q].exists():
             t0 = time.perf_counter()
             quantize(files["F16"], q, out_path=files[q])
             print(f"quantized {files[q].name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    return {**files, "sibling F16": smol["F16"], "sibling Q8_0": smol["Q8_0"]}
+    return {**files, **{f"sibling {q}": smol[q] for q in ("F16", "Q8_0", "Q4_K_M", "Q4_0")}}
 
 
 def main() -> int:

@@ -86,16 +86,26 @@ class ModelSet:
     sibling: Path | None = None
     repo: str | None = None
     missing: list[str] = field(default_factory=list)  # draft specs to make locally from the F16
+    later: dict[str, list[str]] = field(default_factory=dict)  # draft spec -> repo files, fetched on first use
     note: str = ""
+
+    def fetch(self, spec: str, progress=None) -> Path:
+        """A draft left on the Hub (policy auto does not weigh it here): download it now."""
+        files = self.later.pop(spec)
+        self.drafts[spec] = hub.download(self.repo, files, progress=progress)[0]
+        return self.drafts[spec]
 
     def describe(self) -> dict:
         return {"label": self.label, "source": self.source, "repo": self.repo, "target": str(self.target),
                 "drafts": {k: str(v) for k, v in self.drafts.items()},
                 "sibling": str(self.sibling) if self.sibling else None, "made_locally": self.missing,
-                "note": self.note}
+                "on_first_use": sorted(self.later), "note": self.note}
 
 
-def _from_repo(repo: str, label: str, progress=None) -> ModelSet:
+def _from_repo(repo: str, label: str, progress=None, now=("q8", "q4_0")) -> ModelSet:
+    """The F16 target and the drafts in ``now`` (what policy auto weighs on llama.cpp) are
+    downloaded; other precisions the repo has are fetched when first asked for (at 1.7B, Q4_K_M
+    is 1 GB of a visitor's wait for a draft auto never picks there)."""
     files = hub.list_files(repo)
     if not any(f.lower().endswith(".gguf") for f in files):
         raise hub.NotOnHub(f"{repo} has no GGUF files; SpecQuant's llama.cpp backend needs an F16 .gguf")
@@ -104,16 +114,18 @@ def _from_repo(repo: str, label: str, progress=None) -> ModelSet:
         raise hub.NotOnHub(f"{repo} has GGUF files but no F16 one to use as the target "
                            f"(found: {', '.join(f for f in files if f.endswith('.gguf'))[:300]})")
     wanted = {"f16": f16}
-    missing = []
+    missing, later = [], {}
     for spec, prec in DRAFT_PRECISIONS.items():
         hit = match_files(files, prec)
-        if hit:
+        if not hit:
+            missing.append(spec)
+        elif spec in now:
             wanted[spec] = hit
         else:
-            missing.append(spec)
+            later[spec] = hit
     flat = [f for fs in wanted.values() for f in fs]
     paths = dict(zip(flat, hub.download(repo, flat, progress=progress)))
-    ms = ModelSet(label, "hub", paths[f16[0]], repo=repo, missing=missing)
+    ms = ModelSet(label, "hub", paths[f16[0]], repo=repo, missing=missing, later=later)
     for spec in DRAFT_PRECISIONS:
         if spec in wanted:
             ms.drafts[spec] = paths[wanted[spec][0]]
@@ -187,9 +199,23 @@ def resolve(spec: str | None, *, backend: str = "llama.cpp", progress=None, with
     fam = get_family(spec)
     ms = _from_repo(fam.repos["llama.cpp"]["repo"], fam.name, progress)
     if with_sibling and fam.sibling:
-        sib = resolve(fam.sibling, backend=backend, progress=progress)
-        ms.sibling = sib.drafts.get("q8") or sib.target
+        try:
+            ms.sibling = sibling_file(fam.sibling, progress)
+        except hub.HubError as e:  # the family still works without it: quantized drafts and lookup
+            ms.note = "; ".join(x for x in (ms.note, f"no sibling draft ({e})") if x)
     return ms
+
+
+def sibling_file(key: str, progress=None) -> Path:
+    """A family's small sibling as a draft: one file, its Q8_0 (the cheapest step that agrees
+    with its F16 ~98% of the time), else its F16; nothing else of that repo is fetched."""
+    repo = get_family(key).repos["llama.cpp"]["repo"]
+    files = hub.list_files(repo)
+    for prec in ("q8_0", "f16"):
+        hit = match_files(files, prec)
+        if hit:
+            return hub.download(repo, hit, progress=progress)[0]
+    raise hub.NotOnHub(f"{repo} has neither a Q8_0 nor an F16 GGUF for the sibling draft")
 
 
 def cached_status() -> list[dict]:

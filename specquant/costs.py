@@ -136,6 +136,11 @@ def _measure_once(target, draft_model, context: list[int], ns, rounds: int, budg
     d_after: list[float] = []
     r, t_start = 0, time.perf_counter()
     while r <= rounds:  # round 0 warms every shape up and is not counted
+        if not longer:  # the target's curve is known: its one-token step, to scale the draft's by
+            timed(target, 1)
+            s1, _ = timed(target, 1)
+            if r:
+                steady.append(s1)
         for n in longer:
             timed(target, 1)
             s1, _ = timed(target, 1)
@@ -169,7 +174,7 @@ def _measure_once(target, draft_model, context: list[int], ns, rounds: int, budg
     med = statistics.median
     t1 = med(steady)
     verify = {1: t1, **{n: med(t) for n, t in times.items()}}
-    settle = max(0.0, med(after) - t1)
+    settle = max(0.0, med(after) - t1) if after else 0.0
     if not d_steady:
         return Costs(verify, settle=settle)
     step = med(d_steady)
@@ -183,7 +188,7 @@ def plausible(c: Costs) -> bool:
 
 
 def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 5, 9), rounds: int = 8,
-                  attempts: int = 3, budget_s: float = 2.0) -> Costs:
+                  attempts: int = 3, budget_s: float = 2.0, curve: Costs | None = None) -> Costs:
     """Time target passes of n tokens (and draft steps) on ``context``, then roll back.
 
     Each pass is timed as decoding meets it (see ``Costs``): one-token passes after one-token
@@ -193,13 +198,27 @@ def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 
     fastest: one-token passes now and then run far faster than their usual.) Up to ``rounds``
     rounds, fewer where one round takes long (about ``budget_s`` in all).
     A measurement in which a longer pass came out cheaper than a shorter one (another program
-    took the cores for a while) is taken again, up to ``attempts`` times; what remains is made
-    monotone. Done once when models load: load time, never run time.
+    took the cores for a while) is taken again, up to ``attempts`` times while the time spent
+    stays within 3 x ``budget_s``; what remains is made monotone (the run's own measured steps
+    correct the rest: ``control.Drift``). Done once when models load: load time, never run time.
+
+    With ``curve`` (the target's costs, measured for another draft of the same target), only the
+    draft is measured, beside the target's one-token step: the draft's costs are scaled by the
+    ratio of the two steps, so they keep their proportion to the target's curve even when the
+    machine's speed moved in between. (At the Space's default size, measuring the target's
+    curve again for each draft took 73 s of a visitor's wait; once, 20 s.)
     """
+    if curve is not None and draft_model is not None:
+        c = _measure_once(target, draft_model, context, (1,), rounds, budget_s)
+        f = curve.T(1) / c.T(1)
+        return Costs(dict(curve.verify), c.draft_step * f, c.draft_round * f, curve.settle, c.draft_prefill * f)
+    t0 = time.perf_counter()
     for _ in range(attempts):
         c = _measure_once(target, draft_model, context, ns, rounds, budget_s)
-        if plausible(c):
-            return c
+        if plausible(c) or time.perf_counter() - t0 > 3 * budget_s:  # a large model: no second try
+            break
+    if plausible(c):
+        return c
     xs, top, mono = sorted(c.verify), 0.0, {}
     for n in xs:
         top = max(top, c.verify[n])

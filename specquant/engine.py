@@ -100,6 +100,12 @@ class Engine:
         for spec, path in self.draft_files.items():
             if normalize_qtype(spec) == q:
                 return path
+        for spec in list(getattr(self.model_set, "later", {})):
+            if normalize_qtype(spec) == q:  # on the Hub, not fetched yet
+                t0 = time.perf_counter()
+                self.draft_files[spec] = self.model_set.fetch(spec)
+                self._note(f"download {q}", time.perf_counter() - t0)
+                return self.draft_files[spec]
         if self.backend == "mlx":  # MLX drafts: 8-bit or 4-bit folders made with mlx_lm.convert
             from .mlx_models import quantize_mlx
 
@@ -172,13 +178,13 @@ class Engine:
             if model is None and known is not None:  # lookup drafts for free: target costs suffice
                 c = known.target_only()
             else:
-                c = self._cached_costs(model)
+                c = self._cached_costs(model, known)
             self._costs[key] = c
             self._costs.setdefault("_target", c.target_only())
             self._note(f"calibrate {key}", time.perf_counter() - t0)
         return self._costs[key]
 
-    def _cached_costs(self, model) -> Costs:
+    def _cached_costs(self, model, curve: Costs | None = None) -> Costs:
         f = cache_dir() / "calibration.json"
         k = self._calibration_key(model)
         try:
@@ -190,7 +196,7 @@ class Engine:
             c = Costs.from_dict(hit)
             if plausible(c):
                 return c
-        c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT))
+        c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT), curve=curve)
         data[k] = {**c.to_dict(), "at": time.time(), "v": CALIBRATION_VERSION}
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
@@ -363,10 +369,11 @@ def warn_if_inexact(engine) -> None:
         print(INEXACT_WARNING, file=sys.stderr)
 
 
-def load_engine(model: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None, progress=None,
-                with_sibling: bool = False, log=None, backend: str | None = None) -> Engine:
-    """The engine for ``model`` (family, ``demo``, Hub repo or local GGUF). Without one: the
-    default family for this hardware, or the demo model when the Hub can't be reached."""
+def resolve_models(model: str | None = None, *, progress=None, with_sibling: bool = False, log=None,
+                   backend: str | None = None):
+    """The files for ``model`` (family, ``demo``, Hub repo or local GGUF), downloaded or found in
+    the cache: (model set, hardware, backend). Without a model: the default family for this
+    hardware, or the demo model when the Hub can't be reached."""
     from . import catalog, hardware, hub
 
     log = log or (lambda msg: None)
@@ -387,6 +394,13 @@ def load_engine(model: str | None = None, *, n_ctx: int = 4096, n_threads: int |
         if fam is not None:
             hardware.check_fits(hw, fam.params_b, fam.name)
         ms = catalog.resolve(model, progress=progress, with_sibling=with_sibling, backend=backend)
+    return ms, hw, backend
+
+
+def load_engine(model: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None, progress=None,
+                with_sibling: bool = False, log=None, backend: str | None = None) -> Engine:
+    """The engine for ``model``: its files (``resolve_models``) loaded."""
+    ms, hw, backend = resolve_models(model, progress=progress, with_sibling=with_sibling, log=log, backend=backend)
     eng = Engine.from_model_set(ms, n_ctx=n_ctx, n_threads=n_threads, backend=backend)
     eng.hardware = hw
     return eng

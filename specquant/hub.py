@@ -4,8 +4,11 @@
 - An unreachable Hub fails within seconds (a connect probe first, not half a minute of
   retries), with a message that says what to do.
 - Sizes are asked first and the free disk checked before anything is fetched.
-- huggingface_hub writes ``*.incomplete`` and renames only a complete, verified file, so a
-  broken download is never taken as complete; the next call resumes it.
+- huggingface_hub writes ``*.incomplete`` and renames only a complete file, so a broken
+  download is never taken as complete. A dropped connection is retried (five times, each from
+  the bytes received, to within its 10 MB read size); an outage that outlasts the retries
+  fails the call, and huggingface_hub (1.x and later) deletes the partial file, so the next
+  call starts that file over (files already complete are kept).
 - Progress goes to ``progress(done_bytes, total_bytes, filename)``.
 """
 from __future__ import annotations
@@ -103,7 +106,9 @@ def _translate(e: Exception, repo: str, filename: str | None = None) -> HubError
             f"({'HF_HUB_OFFLINE is set' if offline() else 'network error'}); "
             "connect to the network, or use --model demo"
         )
-    return HubError(f"download from {repo} failed: {e.__class__.__name__}: {e}")
+    what = f"{filename} from {repo}" if filename else repo
+    return HubError(f"download of {what} failed: {e.__class__.__name__}: {e}. Try again: a dropped connection "
+                    "is retried five times from the bytes received, a longer outage starts the file over")
 
 
 def list_files(repo: str, revision: str = "main") -> list[str]:

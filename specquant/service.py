@@ -5,11 +5,12 @@ the benchmark. The page renders these events; it never touches an engine.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .engine import Engine, InputError, load_engine
+from .engine import Engine, InputError, resolve_models
 from .speculative import Done, Step, load_changed
 
 DRAFT_CHOICES = {  # what the page offers -> (policy, forced draft)
@@ -44,11 +45,17 @@ class Loading:
     total: int = 0
     engine: Engine | None = None
     error: str | None = None
+    phases: dict = field(default_factory=dict)  # seconds: files (download or cache), load, calibration
     event: threading.Event = field(default_factory=threading.Event)
 
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else (100 if self.status == "ready" else 0)
+
+    @property
+    def line(self) -> str:
+        """What is happening, with the download's share while one runs."""
+        return f"{self.message} ({self.percent}%)" if self.total and self.status == "loading" else self.message
 
 
 class Service:
@@ -79,14 +86,33 @@ class Service:
             st.message = msg
 
         def work():
+            t0 = time.perf_counter()
+
+            def phase(name):
+                nonlocal t0
+                now = time.perf_counter()
+                st.phases[name] = round(now - t0, 2)
+                t0 = now
+
             try:
                 spec = model or self.default_model
-                st.message = "loading models"
-                eng = load_engine(spec, n_ctx=self.n_ctx, progress=progress, log=log)
-                st.message = "measuring costs on this machine (once)"
-                for src in eng.auto_sources():
+                st.message = "finding the model files"
+                # with_sibling: at real sizes the family's small sibling is the draft that pays
+                ms, hw, backend = resolve_models(spec, progress=progress, log=log, with_sibling=True)
+                phase("files")
+                st.done = st.total = 0
+                st.message = f"loading {ms.label}"
+                eng = Engine.from_model_set(ms, n_ctx=self.n_ctx, backend=backend)
+                eng.hardware = hw
+                phase("load")
+                todo = eng.auto_sources()
+                for i, src in enumerate(todo, 1):
+                    st.message = f"measuring costs on this machine, once: {src} ({i} of {len(todo)})"
                     eng.costs(src)
+                phase("calibration")
                 st.engine, st.status, st.message = eng, "ready", "ready"
+                print(f"specquant: {ms.label} ready: " + ", ".join(f"{k} {v:.1f} s" for k, v in st.phases.items()),
+                      flush=True)
             except Exception as e:  # noqa: BLE001 - shown on the page in plain words
                 st.status, st.error = "failed", f"{e}"
                 st.message = f"could not load the model: {e}"
@@ -100,7 +126,7 @@ class Service:
     def engine(self, model: str | None = None, timeout: float | None = None) -> Engine:
         st = self.start_loading(model)
         if not st.event.wait(timeout):
-            raise TimeoutError(f"the model is still loading ({st.percent}%: {st.message})")
+            raise TimeoutError(f"the model is still loading: {st.line}")
         if st.engine is None:
             raise RuntimeError(st.message)
         return st.engine
@@ -154,7 +180,7 @@ class Service:
 
     def describe(self, model: str | None = None) -> dict:
         st = self.status(model)
-        d = {"status": st.status, "message": st.message, "percent": st.percent}
+        d = {"status": st.status, "message": st.line, "percent": st.percent, "phases": dict(st.phases)}
         if st.engine is not None:
             d.update(st.engine.describe())
             hw = st.engine.hardware

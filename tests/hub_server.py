@@ -3,14 +3,17 @@ to list and download model files. Run it in its own process (so a test can stop 
 outage):  python tests/hub_server.py ROOT PORT_FILE
 
 ROOT/<org>/<name>/<files...> are the repos. Every request is appended to ROOT/.log as
-"METHOD PATH". A line "org/name/file BYTES" in ROOT/.drop makes a GET of that file send only
-BYTES bytes and then drop the connection.
+"METHOD PATH [Range]". A line "org/name/file BYTES" in ROOT/.drop makes every GET of that file
+stop at byte BYTES and drop the connection (an outage); "org/name/file BYTES once" does that to
+the next GET only (a connection lost once). A number in ROOT/.rate limits each file transfer to
+that many bytes per second (a real connection's pace, for rehearsals).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -43,7 +46,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _log(self):
         with open(ROOT / ".log", "a") as f:
-            f.write(f"{self.command} {urlparse(self.path).path}\n")
+            rng = self.headers.get("Range")
+            f.write(f"{self.command} {urlparse(self.path).path}{' ' + rng if rng else ''}\n")
 
     def _json(self, obj, status=200):
         body = json.dumps(obj).encode()
@@ -108,10 +112,13 @@ class Handler(BaseHTTPRequestHandler):
         drop = None
         dfile = ROOT / ".drop"
         if self.command == "GET" and dfile.exists():
-            for line in dfile.read_text().splitlines():
-                key, _, n = line.rpartition(" ")
+            lines = dfile.read_text().splitlines()
+            for line in lines:
+                key, n, *once = line.split(" ")
                 if key == f"{repo}/{fname}":
                     drop = int(n)
+                    if once:
+                        dfile.write_text("".join(x + "\n" for x in lines if x != line))
         self.send_response(206 if start else 200)
         self.send_header("X-Repo-Commit", commit_of(repo))
         self.send_header("ETag", f'"{etag_of(p)}"')
@@ -124,6 +131,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         sent = 0
+        rate = float((ROOT / ".rate").read_text()) if (ROOT / ".rate").exists() else 0
+        t0 = time.perf_counter()
         with open(p, "rb") as f:
             f.seek(start)
             while chunk := f.read(1 << 16):
@@ -135,6 +144,8 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 self.wfile.write(chunk)
                 sent += len(chunk)
+                if rate and (ahead := sent / rate - (time.perf_counter() - t0)) > 0:
+                    time.sleep(ahead)
 
 
 def main():

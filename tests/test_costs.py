@@ -44,6 +44,9 @@ def test_an_implausible_calibration_is_taken_again():
     assert plausible(c) and c.T(2) / c.T(1) == pytest.approx(1.25, rel=0.15)
     worst = measure_costs(_Timed([busy]), context=[1, 2, 3], attempts=2, budget_s=100)  # never quiet: made monotone
     assert plausible(worst) and worst.T(2) >= worst.T(1)
+    large = _Timed([busy, quiet])  # one try outlasts 3 x the budget (a large model): no second try
+    c = measure_costs(large, context=[1, 2, 3], budget_s=0.01)
+    assert large.calls == (1 + 3) * 4 * 4 and plausible(c)
 
 
 def test_calibration_times_passes_in_the_order_decoding_meets_them():
@@ -62,3 +65,31 @@ def test_calibration_times_passes_in_the_order_decoding_meets_them():
     quick = measure_costs(slow, context=[1, 2, 3], budget_s=0.05)
     assert slow.calls == (1 + 3) * 4 * 4  # warm-up + the 3 rounds at least
     assert quick.T(1) == pytest.approx(0.004, rel=0.25)
+
+
+class _Model(_Timed):
+    """A stand-in that returns logits (a draft's step includes its p_min check) and counts
+    passes by length."""
+
+    def __init__(self, plans, **kw):
+        super().__init__(plans, **kw)
+        self.lengths = []
+
+    def eval(self, tokens):
+        import numpy as np
+
+        self.lengths.append(len(tokens))
+        super().eval(tokens)
+        return np.zeros((len(tokens), 8), dtype=np.float32)
+
+
+def test_a_second_draft_reuses_the_target_curve_and_keeps_its_proportion():
+    # The curve was measured when a target step took 8 ms; now one takes 4 ms and a draft step
+    # 2 ms: the draft is half a target step, so it is stated as 4 ms against the curve's 8.
+    curve = measure_costs(_Model([{1: 8, 2: 10, 3: 11, 5: 13, 9: 16}]), context=[1, 2, 3], budget_s=100)
+    target, draft = _Model([{1: 4, 2: 5}]), _Model([{1: 2, 2: 3}])
+    c = measure_costs(target, draft, context=[1, 2, 3], budget_s=100, curve=curve)
+    assert set(target.lengths) == {1}  # no target pass but one-token steps: the curve is not measured again
+    assert c.verify == curve.verify and c.settle == curve.settle
+    assert c.draft_step / c.T(1) == pytest.approx(0.5, rel=0.2)
+    assert c.draft_prefill == 0.0 or c.draft_prefill < c.T(1)

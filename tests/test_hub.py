@@ -103,14 +103,27 @@ def test_unknown_repo_and_file_are_clear_errors(server):
         catalog.resolve("no-such-family")
 
 
-def test_dropped_connection_never_leaves_a_complete_file(server, tiny_paths):
+def test_a_connection_lost_once_resumes_from_the_bytes_received(server):
+    # Larger than huggingface_hub's 10 MB read size, so the bytes before the drop are kept.
+    repo = server.root / "testorg" / "big-GGUF"
+    repo.mkdir()
+    data = bytes(range(256)) * (100 * 1024)  # 25 MiB
+    (repo / "big-F16.gguf").write_bytes(data)
+    (server.root / ".drop").write_text(f"testorg/big-GGUF/big-F16.gguf {15 * 2**20} once\n")
+    [p] = hub.download("testorg/big-GGUF", ["big-F16.gguf"])
+    assert p.read_bytes() == data
+    gets = [x for x in (server.root / ".log").read_text().splitlines() if x.startswith("GET") and "big-F16" in x]
+    assert len(gets) == 2 and gets[1].endswith(f"bytes={10 * 2**20}-")  # the rest, not the whole file again
+
+
+def test_an_outage_never_leaves_a_complete_file(server, tiny_paths):
     size = tiny_paths["F16"].stat().st_size
     (server.root / ".drop").write_text(f"testorg/tiny-GGUF/tiny-llama-F16.gguf {size // 2}\n")
-    with pytest.raises(hub.HubError):
+    with pytest.raises(hub.HubError, match="tiny-llama-F16.gguf"):
         hub.download("testorg/tiny-GGUF", ["tiny-llama-F16.gguf"])
     assert "tiny-llama-F16.gguf" not in hub.cached_files("testorg/tiny-GGUF")
     blobs = list((hub.cache_dir() / "models--testorg--tiny-GGUF" / "blobs").glob("*"))
-    assert all(b.name.endswith(".incomplete") for b in blobs)
+    assert all(b.name.endswith(".incomplete") for b in blobs)  # huggingface_hub 1.x+ drops the partial file
     (server.root / ".drop").unlink()
     [p] = hub.download("testorg/tiny-GGUF", ["tiny-llama-F16.gguf"])
     assert p.read_bytes() == tiny_paths["F16"].read_bytes()
@@ -214,3 +227,36 @@ def test_mlx_model_folder_from_the_hub(server, mlx_paths):
     ms = catalog.resolve("smollm2-135m", backend="mlx")
     assert set(ms.drafts) == {"q8", "q4"} and not ms.missing
     assert json.loads((ms.drafts["q8"] / "config.json").read_text())["quantization"]["bits"] == 8
+
+
+def test_family_fetches_what_auto_weighs_and_the_rest_on_first_use(server, tiny_paths):
+    # A family as published (tiny bytes under real names): the target and the drafts policy auto
+    # weighs come at once, with the sibling's Q8_0 alone; Q4_K_M only when a run asks for it.
+    for repo, stem in (("bartowski/SmolLM2-360M-Instruct-GGUF", "SmolLM2-360M-Instruct"),
+                       ("bartowski/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct")):
+        d = server.root / repo
+        d.mkdir(parents=True)
+        for q, src in (("f16", "F16"), ("Q8_0", "Q8_0"), ("Q4_K_M", "Q4_0"), ("Q4_0", "Q4_0")):
+            shutil.copy(tiny_paths[src], d / f"{stem}-{q}.gguf")
+    ms = catalog.resolve("smollm2-360m", with_sibling=True)
+    assert set(ms.drafts) == {"q8", "q4_0"} and ms.later == {"q4": ["SmolLM2-360M-Instruct-Q4_K_M.gguf"]}
+    assert ms.sibling.name == "SmolLM2-135M-Instruct-Q8_0.gguf"
+    repo = "bartowski/SmolLM2-360M-Instruct-GGUF"
+    assert "SmolLM2-360M-Instruct-Q4_K_M.gguf" not in hub.cached_files(repo)
+    assert server.requests("HEAD", "Q4_K_M") == 0 and server.requests("HEAD", "135M-Instruct-f16") == 0
+    from specquant.engine import Engine
+
+    eng = Engine.from_model_set(ms, n_ctx=512)
+    plain = eng.run("Hello there", draft="none", max_tokens=12)
+    assert eng.run("Hello there", draft="q4", k=3, max_tokens=12).tokens == plain.tokens
+    assert "SmolLM2-360M-Instruct-Q4_K_M.gguf" in hub.cached_files(repo)  # fetched by that run
+    assert eng.draft_path("q4").name.endswith("Q4_K_M.gguf") and eng.model_set.later == {}
+    assert eng.run("Hello there", draft="sibling", k=3, max_tokens=12).tokens == plain.tokens
+
+
+def test_a_missing_sibling_leaves_the_family_working(server, tiny_paths):
+    d = server.root / "bartowski" / "SmolLM2-360M-Instruct-GGUF"
+    d.mkdir(parents=True)
+    shutil.copy(tiny_paths["F16"], d / "SmolLM2-360M-Instruct-f16.gguf")
+    ms = catalog.resolve("smollm2-360m", with_sibling=True)
+    assert ms.sibling is None and "no sibling draft" in ms.note and "SmolLM2-135M-Instruct-GGUF" in ms.note

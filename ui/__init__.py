@@ -126,7 +126,7 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                 settings = settings_of(d, kk, t, tmp, sd, mt, fam)
                 st = service.status(settings.model)
                 while st.status == "loading":
-                    yield show({status: render.note_html(f"Loading the model: {st.message} ({st.percent}%)")})
+                    yield show({status: render.note_html(f"Loading the model: {st.line}")})
                     time.sleep(0.5)
                 for ev in service.compare(text, settings, stop=stop):
                     typ = ev["type"]

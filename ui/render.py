@@ -118,13 +118,20 @@ def acceptance_rows(stats: dict) -> dict:
     return {"position": [str(i + 1) for i in range(len(acc))], "acceptance": [round(a, 4) for a in acc]}
 
 
+_PHASES = {"files": "model files (download or cache)", "load": "loading", "calibration": "measuring costs"}
+
+
 def hardware_md(info: dict) -> str:
     if info.get("status") != "ready":
-        return f"**Model:** {info.get('status')} — {html.escape(info.get('message', ''))} ({info.get('percent', 0)}%)"
+        return f"**Model:** {info.get('status')} — {html.escape(info.get('message', ''))}"
     lines = [f"**Hardware:** {html.escape(info.get('hardware_summary') or '?')}",
              f"**Backend:** {info['backend']} · batch-invariant kernels: "
              f"{'yes (exact)' if info.get('batch_invariant') else 'NO — build llama-cpp-python with scripts/build_llama_cpp.py'}",
              f"**Models:** {html.escape(info.get('label', ''))}"]
+    if info.get("phases"):
+        ph = info["phases"]
+        lines.append(f"Ready {sum(ph.values()):.0f} s after start: " + ", ".join(
+            f"{_PHASES.get(k, k)} {v:.1f} s" for k, v in ph.items()))
     ms = info.get("model_set") or {}
     if ms.get("note"):
         lines.append(f"*{html.escape(ms['note'])}*")
