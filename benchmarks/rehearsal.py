@@ -186,13 +186,10 @@ def visit(hub: Hub, work: Path, timeout_s: float) -> dict:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(url)
             res["page_shown_s"] = round(time.perf_counter() - t0, 2)
-            page.get_by_role("tab", name="Hardware & models").click()
             hw = page.locator("#hardware")
-            page.wait_for_function("document.querySelector('#hardware').innerText.includes('downloading')",
-                                   timeout=60_000)
-            page.wait_for_function("/\\(([1-9]\\d?)%\\)/.test(document.querySelector('#hardware').innerText)",
-                                   timeout=120_000)
-            res["progress_text"] = hw.inner_text().strip()
+            page.wait_for_function("/left\\)/.test((document.querySelector('#model-status') || {innerText: ''}).innerText)",
+                                   timeout=120_000)  # the landing tab: what loads, how far, the time left
+            res["progress_text"] = page.locator("#model-status").inner_text().strip()
             res["progress_seen_s"] = round(time.perf_counter() - t0, 2)
             page.screenshot(path=str(ARTIFACTS / "rehearsal-download.png"))
             # The other tabs answer while the model loads.

@@ -46,6 +46,7 @@ class Loading:
     engine: Engine | None = None
     error: str | None = None
     phases: dict = field(default_factory=dict)  # seconds: files (download or cache), load, calibration
+    since: float = 0.0  # when the current download began (perf_counter), for the time left
     event: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -55,7 +56,14 @@ class Loading:
     @property
     def line(self) -> str:
         """What is happening, with the download's share while one runs."""
-        return f"{self.message} ({self.percent}%)" if self.total and self.status == "loading" else self.message
+        if not (self.total and self.status == "loading"):
+            return self.message
+        gb = f"{self.done / 1e9:.1f} of {self.total / 1e9:.1f} GB"
+        took = time.perf_counter() - self.since
+        if self.done and took > 2 and self.done < self.total:
+            left = (self.total - self.done) / (self.done / took)
+            gb += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        return f"{self.message} ({self.percent}%: {gb})"
 
 
 class Service:
@@ -80,6 +88,8 @@ class Service:
             st = self._loads[key] = Loading(status="loading", message="starting")
 
         def progress(done, total, name):
+            if total != st.total or done < st.done:  # a new download (the target's files, the sibling's)
+                st.since = time.perf_counter()
             st.done, st.total, st.message = done, total, f"downloading {name}"
 
         def log(msg):

@@ -30,6 +30,19 @@ def test_pane_marks_draft_tokens_and_escapes():
     assert render.pane_html(["a", "b"]) == '<div class="sq-pane">ab</div>'
 
 
+def test_loading_line_says_how_far_and_how_long():
+    from specquant.service import Loading
+
+    st = Loading(status="loading", message="downloading m-f16.gguf", done=10**9, total=4 * 10**9,
+                 since=time.perf_counter() - 10)
+    assert st.line == "downloading m-f16.gguf (25%: 1.0 of 4.0 GB, about 30 s left)"
+    st.since = time.perf_counter() - 100
+    assert st.line.endswith("about 5 min left)")
+    assert render.model_status_md({"status": "loading", "message": st.line}).startswith("**Model:** loading — down")
+    ready = {"status": "ready", "label": "SmolLM2", "phases": {"files": 60.2, "load": 4, "calibration": 30}}
+    assert render.model_status_md(ready) == "**Model:** SmolLM2 — ready 94 s after start"
+
+
 def test_summary_and_charts():
     stats = {"wall_s": 1.0, "tokens_per_s": 50.0, "ttft_s": 0.1, "target_passes": 50, "tokens_per_pass": 1.0,
              "drafted": 0, "accepted": 0, "acceptance_rate": 0.0, "draft_s": 0.0, "verify_s": 0.9,

@@ -63,6 +63,7 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                         family = gr.Dropdown(_families(default_model), value=default_model or "default",
                                              label="Model family")
                     analysis = gr.Markdown("*The analysis of your prompt appears here.*", elem_id="analysis")
+            model_status = gr.Markdown("**Model:** starting…", elem_id="model-status")
             status = gr.HTML("", elem_id="status")
             gr.Markdown("Both panes run **on the same hardware, one after the other** (plain first).")
             with gr.Row():
@@ -180,9 +181,13 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
         def hw_info(fam):
             return render.hardware_md(service.describe(None if fam in (None, "default") else fam))
 
+        def both(fam):
+            info = service.describe(None if fam in (None, "default") else fam)
+            return render.hardware_md(info), render.model_status_md(info)
+
         refresh.click(hw_info, [family], [hw_md], api_name=False)
-        demo.load(hw_info, [family], [hw_md], api_name=False)
-        gr.Timer(2.0).tick(hw_info, [family], [hw_md], api_name=False)
+        demo.load(both, [family], [hw_md, model_status], api_name=False)
+        gr.Timer(2.0).tick(both, [family], [hw_md, model_status], api_name=False)
 
         def bench(categories, n, drafts_sel, ks_sel, tokens, fam, progress=gr.Progress()):
             import pandas as pd

@@ -121,6 +121,15 @@ def acceptance_rows(stats: dict) -> dict:
 _PHASES = {"files": "model files (download or cache)", "load": "loading", "calibration": "measuring costs"}
 
 
+def model_status_md(info: dict) -> str:
+    """One line above the panes: what is loading and how far, or which model is ready."""
+    if info.get("status") != "ready":
+        return f"**Model:** {info.get('status')} — {html.escape(info.get('message', ''))}"
+    ph = info.get("phases") or {}
+    took = f" {sum(ph.values()):.0f} s after start" if ph else ""
+    return f"**Model:** {html.escape(info.get('label', ''))} — ready{took}"
+
+
 def hardware_md(info: dict) -> str:
     if info.get("status") != "ready":
         return f"**Model:** {info.get('status')} — {html.escape(info.get('message', ''))}"
