@@ -14,8 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from .prompts import correct, load_prompts
-from .speculative import Done, finish
+from .prompts import SPEC_BENCH, correct, load_prompts
+from .speculative import Done, chain, finish
 
 
 def _row(done: Done) -> dict:
@@ -26,6 +26,17 @@ def _row(done: Done) -> dict:
         "tokens_per_pass": s.tokens_per_pass, "target_passes": s.target_passes,
         "draft_s": s.draft_s, "verify_s": s.verify_s, "finish": s.finish_reason,
     }
+
+
+def agreement(ref: list[int], out: list[int]) -> dict:
+    """How far an answer agrees with the FP16 answer: identical, the first differing token
+    (None if none), and the share of positions with the same token up to the longer one's end."""
+    n = max(len(ref), len(out))
+    first = next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), None)
+    if first is None and len(ref) != len(out):
+        first = min(len(ref), len(out))
+    same = sum(a == b for a, b in zip(ref, out))
+    return {"identical": ref == out, "first_diff": first, "equal_share": same / n if n else 1.0}
 
 
 def _tok_s(runs) -> float:
@@ -51,6 +62,10 @@ def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> 
         "acceptance": sum(r.get("accepted", 0) for r in rows) / drafted if drafted else None,
         "tokens_per_pass": toks / passes if (passes := sum(r.get("target_passes", 0) for r in rows)) else None,
         "identical": sum(bool(r.get("identical")) for r in rows),
+        "first_diff_mean": statistics.mean(d) if (d := [r["first_diff"] for r in rows
+                                                         if r.get("first_diff") is not None]) else None,
+        "differing": sum(r.get("first_diff") is not None for r in rows),
+        "equal_share": statistics.mean(r["equal_share"] for r in rows) if all("equal_share" in r for r in rows) else None,
         "accuracy_plain": sum(bool(a) for a, _ in graded) / len(graded) if graded else None,
         "accuracy_spec": sum(bool(b) for _, b in graded) / len(graded) if graded else None,
     }
@@ -58,10 +73,15 @@ def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> 
 
 def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *, policies: list[str] = (),
               max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, repeats: int = 1,
-              min_seconds: float = 0.0, max_repeats: int = 12, progress=None) -> dict:
-    """Run every prompt plain, with every fixed (draft, k) configuration and with every routing
-    policy ("auto", "seed"). ``progress(done, total, msg)``. The oracle row is the best fixed
-    choice per prompt (plain included), known only after the fact.
+              min_seconds: float = 0.0, max_repeats: int = 12, progress=None, alone: list[str] = ()) -> dict:
+    """Run every prompt plain, with every fixed (draft, k) configuration, with every routing
+    policy ("auto", "seed") and with each quantized copy in ``alone`` as the only model (plain
+    decoding: faster, but not the FP16 answer). ``progress(done, total, msg)``. The oracle row
+    is the best exact fixed choice per prompt (plain included), known only after the fact.
+    A prompt with several ``turns`` (Spec-Bench's multi-turn questions) is a conversation: each
+    turn is answered with the chat so far, that run's own earlier answers included, and the
+    turns count as one run. Each run's answer is compared with the first plain answer
+    (``agreement``) and graded where the prompt has a reference.
 
     Each prompt's interleaved sequence (plain, config, plain, config, ..., plain) runs
     ``repeats`` times, and more (up to ``max_repeats``) until every configuration has run for
@@ -73,6 +93,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     tokenized = [engine.prompt_tokens(p["prompt"]) for p in prompts]
     for d, k in configs:  # load, quantize, calibrate: before any timing
         engine.control(d, k) if engine.draft(d) is not None else None
+    for q in alone:
+        engine.alone_model(q)
     for pol in policies:
         for p in prompts:
             engine.route(p["prompt"], policy=pol, max_tokens=max_tokens)  # loads and calibrates whatever a decision may need
@@ -80,20 +102,36 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     engine.run(warm, draft="none", max_tokens=8)
     for d, k in configs:
         engine.run(warm, draft=d, k=k, max_tokens=8)
+    for q in alone:
+        engine.run(warm, alone=q, max_tokens=8)
     engine.book = type(engine.book)()  # the policies learn from the benchmark itself, from zero
 
+    def conversation(once):
+        """A runner: ``once(text, tokens, history) -> (Done, decision)`` over every turn."""
+        def go(p, toks):
+            done, decision = once(p["prompt"], toks, [])
+            dones, history = [done], []
+            for prev, turn in zip(p.get("turns", [])[:-1], p.get("turns", [])[1:]):
+                history += [{"role": "user", "content": prev}, {"role": "assistant", "content": dones[-1].text}]
+                dones.append(once(turn, engine.prompt_tokens(turn, history=history), history)[0])
+            return (chain(dones) if len(dones) > 1 else done), decision
+        return go
+
     def fixed(d, k):
-        return lambda p, toks: (engine.run(toks, draft=d, k=k, **kw), None)
+        return conversation(lambda text, toks, history: (engine.run(toks, draft=d, k=k, **kw), None))
 
     def routed(pol):
-        def go(p, toks):
-            ans = engine.answer(p["prompt"], policy=pol, **kw)
+        def once(text, toks, history):
+            ans = engine.answer(text, policy=pol, history=history, **kw)
             done = finish(ans.events)
             done.stats.wall_s += ans.route_s  # deciding is part of answering
             return done, ans.decision
-        return go
+        return conversation(once)
 
+    plain = fixed("none", None)
     runners = [(f"{d} k={k}", fixed(d, k)) for d, k in configs] + [(f"policy {pol}", routed(pol)) for pol in policies]
+    runners += [(f"{_label(q)} alone", conversation(lambda text, toks, history, q=q: (engine.run(toks, alone=q, **kw),
+                                                                                       None))) for q in alone]
     total = len(prompts) * (2 * len(runners) + 1) * repeats  # grows when short prompts get more rounds
     n = 0
     per_prompt = []
@@ -113,13 +151,13 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             if rounds >= repeats:
                 total += 2 * len(runners) + 1
             rounds += 1
-            seq = [engine.run(toks, draft="none", **kw)]
+            seq = [plain(p, toks)[0]]
             one_slot_s += seq[0].stats.wall_s
             tick(f"{p['id']}: plain")
             for name, go in runners:
                 results[name].append(go(p, toks))
                 tick(f"{p['id']}: {name}")
-                seq.append(engine.run(toks, draft="none", **kw))
+                seq.append(plain(p, toks)[0])
                 tick(f"{p['id']}: plain")
                 beside[name].append(seq[-2:])
             plains += seq
@@ -143,6 +181,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
                 tok_s=_tok_s([d for d, _ in runs]),
                 plain_tok_s=plain_tok_s,
                 plain_seconds=sum(x.stats.wall_s for x in nb) / len(nb),
+                **{k: v for k, v in agreement(ref.tokens, done.tokens).items() if k != "identical"},
                 identical=all(d.tokens == ref.tokens for d, _ in runs),
                 correct=correct(done.text, p.get("reference")),
                 speedup=statistics.median(per_round),
@@ -151,7 +190,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             if decision is not None:
                 row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
             entry["runs"][name] = row
-        fixed_rows = {name: r for name, r in entry["runs"].items() if not name.startswith("policy ")}
+        fixed_rows = {name: r for name, r in entry["runs"].items()
+                      if not name.startswith("policy ") and not name.endswith(" alone")}
         best = max(fixed_rows.items(), key=lambda kv: kv[1]["speedup"], default=None)
         if best is None or best[1]["speedup"] < 1.0:  # plain itself is one of the fixed choices
             entry["oracle"] = {"choice": "none", "speedup": 1.0, "tokens": ref.stats.tokens,
@@ -169,6 +209,9 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     for pol in policies:
         name = f"policy {pol}"
         summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, policy=pol)
+    for q in alone:
+        name = f"{_label(q)} alone"
+        summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, alone=q)
     if configs:
         orc = [e["oracle"] | {"correct": None} for e in per_prompt]
         summary["oracle (best fixed per prompt)"] = _summarise("oracle", orc, per_prompt)
@@ -179,11 +222,18 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "engine": engine.describe(),
+        "plain_seconds": sum(statistics.mean(e["plain_runs_s"]) for e in per_prompt),
         "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "repeats": repeats,
                      "min_seconds": min_seconds, "max_repeats": max_repeats},
         "summary": summary,
         "prompts": per_prompt,
     }
+
+
+def _label(spec: str) -> str:
+    from . import sources
+
+    return sources.label(spec)
 
 
 def _f(x, fmt="{:.2f}", unit=""):
@@ -213,6 +263,7 @@ def to_markdown(res: dict) -> str:
             f"| {_f(s['acceptance'], '{:.1%}')} | {_f(s['tokens_per_pass'])} | {s['identical']}/{n} "
             f"| {_f(s['accuracy_plain'], '{:.0%}')} | {_f(s['accuracy_spec'], '{:.0%}')} |"
         )
+    out += ["", *seed_table(res), "", *category_table(res)]
     for name, s in res["summary"].items():
         if s.get("vs_oracle") is not None:
             out.append(f"\n{name}: {s['vs_oracle']:.3f}x the oracle's throughput; worst prompt {s['min_speedup']:.2f}x plain.")
@@ -232,6 +283,57 @@ def to_markdown(res: dict) -> str:
     return "\n".join(out)
 
 
+def _agreement_cell(s: dict, n: int) -> str:
+    if s["identical"] == n:
+        return f"identical on {n}/{n}"
+    cell = f"identical on {s['identical']}/{n}"
+    if s.get("first_diff_mean") is not None:
+        cell += f"; others differ from token {s['first_diff_mean']:.0f} on (mean)"
+    if s.get("equal_share") is not None:
+        cell += f"; {s['equal_share']:.0%} of tokens equal"
+    return cell
+
+
+def seed_table(res: dict) -> list[str]:
+    """The seed README's table, like for like: each configuration's time, speed-up, agreement
+    with the FP16 answer and accuracy (where prompts have references), FP16 alone first."""
+    n = len(res["prompts"])
+    graded = [e for e in res["prompts"] if e["plain"].get("correct") is not None]
+    acc = f"{sum(bool(e['plain']['correct']) for e in graded)}/{len(graded)}" if graded else "-"
+    out = ["## Configurations side by side (the seed's table)", "",
+           "| configuration | time (s) | speed-up | agreement with FP16 | accuracy |", "|---|---|---|---|---|",
+           f"| FP16 alone (plain) | {res['plain_seconds']:.2f} | 1.00x | (the reference) | {acc} |"]
+    for name, s in res["summary"].items():
+        if name.startswith("oracle"):
+            continue
+        label = name if name.endswith(" alone") else f"SpecQuant {name}"
+        a = "-" if s.get("accuracy_spec") is None else f"{round(s['accuracy_spec'] * len(graded))}/{len(graded)}"
+        out.append(f"| {label} | {s['seconds_spec']:.2f} | {_f(s['speedup'])}x | {_agreement_cell(s, n)} | {a} |")
+    return out
+
+
+def category_table(res: dict) -> list[str]:
+    """Speed-up per category in Spec-Bench's shape (its six categories first when present),
+    with the mean tokens per target pass (accepted draft tokens + 1) and the overall speed-up."""
+    cats = sorted({e["category"] for e in res["prompts"]}, key=lambda c: (c not in SPEC_BENCH, list(SPEC_BENCH).index(c)
+                                                                         if c in SPEC_BENCH else 0, c))
+    names = [n for n in res["summary"] if not n.startswith("oracle")]
+    out = ["## Speed-up per category (Spec-Bench's shape)", "",
+           "| configuration | " + " | ".join(SPEC_BENCH.get(c, c) for c in cats) + " | tokens per target pass | overall |",
+           "|---|" + "---|" * (len(cats) + 2)]
+    for name in names:
+        cells = []
+        for c in cats:
+            rows = [e["runs"][name] for e in res["prompts"] if e["category"] == c]
+            t, tp = sum(r["seconds"] for r in rows), sum(r["plain_seconds"] for r in rows)
+            toks = sum(r["tokens"] for r in rows)
+            toks_p = sum(e["plain"]["tokens"] for e in res["prompts"] if e["category"] == c)
+            cells.append(f"{(toks / t) / (toks_p / tp):.2f}x" if t and tp and toks_p else "-")
+        s = res["summary"][name]
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {_f(s['tokens_per_pass'])} | {_f(s['speedup'])}x |")
+    return out
+
+
 def parse_configs(drafts: str, ks: str) -> list[tuple[str, object]]:
     from .engine import parse_k
 
@@ -249,8 +351,12 @@ def main(argv: list[str]) -> int:
                                      "q8,q4_0,lookup on llama.cpp, q8,q4,lookup on MLX)")
     ap.add_argument("--k", default="2,4,auto", help="comma-separated draft lengths (default 2,4,auto)")
     ap.add_argument("--policies", default="auto,seed", help="routing policies to run beside (default auto,seed; '' for none)")
+    ap.add_argument("--alone", default="auto",
+                    help="quantized copies to run alone, plain, as the only model (their answers may differ from "
+                         "FP16's): comma-separated, e.g. q8,q4,q4_0 (default auto: q8,q4,q4_0 on llama.cpp, q8,q4 on "
+                         "MLX; '' for none)")
     ap.add_argument("--model", help="model family, demo, Hub repo or local GGUF (default: demo)")
-    ap.add_argument("--prompts", help="a prompts JSON file (default: the bundled set)")
+    ap.add_argument("--prompts", help="a prompts JSON file, or Spec-Bench's question.jsonl (default: the bundled set)")
     ap.add_argument("--ids", help="comma-separated prompt ids to run")
     ap.add_argument("--category", help="only prompts of this category (e.g. grounded)")
     ap.add_argument("--limit", type=int, help="only the first N prompts")
@@ -294,9 +400,15 @@ def main(argv: list[str]) -> int:
     for pol in policies:
         if pol not in ("auto", "seed"):
             raise ValueError(f"unknown policy {pol!r}: use auto or seed")
+    alone = [x.strip() for x in args.alone.split(",") if x.strip()]
+    if alone == ["auto"]:
+        alone = ["q8", "q4"] + (["q4_0"] if engine.backend == "llama.cpp" else [])
+    for q in alone:
+        engine.alone_model(q)  # a clear error for a bad name, before any run
     res = run_bench(engine, prompts, configs, policies=policies, max_tokens=args.max_tokens,
                     temperature=args.temperature, seed=args.seed, repeats=args.repeats,
-                    min_seconds=args.min_seconds, max_repeats=max(args.max_repeats, args.repeats), progress=progress)
+                    min_seconds=args.min_seconds, max_repeats=max(args.max_repeats, args.repeats), progress=progress,
+                    alone=alone)
     res["elapsed_s"] = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -250,13 +250,15 @@ class Engine:
         return {"draft": decision.draft, "k": decision.k}
 
     def answer(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
-               k=None, max_tokens: int = 128, chat: bool = True, stop=None, **sampling) -> "Answer":
+               k=None, max_tokens: int = 128, chat: bool = True, stop=None, history: list[dict] | None = None,
+               **sampling) -> "Answer":
         """The one way a prompt is answered: analyse and route it, plan the run, load and
         calibrate what the plan needs (load time, outside every timing), and return the plan
         with the run's events (lazy). When the run ends, what the draft achieved is recorded
-        for later decisions. ``sampling``: temperature, top_k, top_p, seed."""
+        for later decisions. ``sampling``: temperature, top_k, top_p, seed. ``history``: earlier
+        turns of the conversation (the analysis reads the new prompt)."""
         t0 = time.perf_counter()
-        tokens = self.prompt_tokens(prompt, chat=chat)
+        tokens = self.prompt_tokens(prompt, chat=chat, history=history)
         analysis, decision = self.route(prompt, policy=policy, tier=tier, draft=draft, k=k, max_tokens=max_tokens,
                                         n_prompt=len(tokens))
         plan = self.plan(decision)
@@ -285,13 +287,22 @@ class Engine:
                             source=self.key(spec), **belief)
 
     # --- runs -------------------------------------------------------------------------------
-    def prompt_tokens(self, prompt: str, *, chat: bool = True, system: str | None = None) -> list[int]:
+    def prompt_tokens(self, prompt: str, *, chat: bool = True, system: str | None = None,
+                      history: list[dict] | None = None) -> list[int]:
+        """The prompt in the model's chat template; ``history``: the conversation's earlier
+        messages (``{"role": "user" | "assistant", "content": ...}``)."""
         if not isinstance(prompt, str):
             raise InputError("the prompt must be text")
         if not prompt.strip():
             raise InputError("the prompt is empty")
+        if history and not chat:
+            raise InputError("a conversation's history needs the chat template")
+        for m in history or []:
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+                raise InputError(f"each earlier message needs a role (user or assistant) and a text: {m!r}")
         if chat:
-            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            msgs = ([{"role": "system", "content": system}] if system else []) + list(history or []) \
+                + [{"role": "user", "content": prompt}]
             text = self.target.apply_chat_template(msgs)
             return self.target.tokenize(text, add_special=True)
         return self.target.tokenize(prompt)
@@ -299,12 +310,19 @@ class Engine:
     def stream(self, prompt: str | list[int], *, draft: str = "none", k=4, max_tokens: int = 128,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = 0,
                chat: bool = True, p_min: float | None = None, prior: float | None = None,
-               stop_at_eos: bool = True, stop=None) -> Iterator[Step | Done]:
+               stop_at_eos: bool = True, stop=None, alone: str | None = None) -> Iterator[Step | Done]:
+        """A run's events. ``alone``: a quantized copy (q8, q4, q4_0, ...) decodes plainly as the
+        only model, instead of the target: faster where it is, and its answer may differ."""
         tokens = prompt if isinstance(prompt, list) else self.prompt_tokens(prompt, chat=chat)
         try:
             sampler = Sampler(temperature, top_k, top_p, seed)
         except ValueError as e:
             raise InputError(str(e)) from None
+        if alone:
+            if draft not in (None, "none"):
+                raise InputError("a quantized model alone runs without a draft")
+            return decode(self.alone_model(alone), tokens, sampler=sampler, max_tokens=max_tokens,
+                          stop_at_eos=stop_at_eos, stop=stop)
         src = self.draft(draft)
         control = self.control(draft, k, prior) if src is not None else None
         if isinstance(src, ModelDraft):  # this run's settings on its own copy (the model is shared)
@@ -319,6 +337,14 @@ class Engine:
             self.drift = control.drift
 
         return _on_done(events, carry)
+
+    def alone_model(self, spec: str) -> Model:
+        """The quantized copy ``spec`` names (the same loaded model its draft uses; a draft run
+        resets it before it starts)."""
+        kind = sources.find(spec)
+        if kind is None or not kind.qtype:
+            raise InputError(f"{spec!r} is not a quantized copy of the target: use q8, q4 or q4_0")
+        return self.draft(kind.name).model
 
     def run(self, prompt, **kw) -> Done:
         return finish(self.stream(prompt, **kw))

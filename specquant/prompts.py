@@ -7,7 +7,17 @@ from importlib import resources
 from pathlib import Path
 
 
+SPEC_BENCH = {  # Spec-Bench's categories -> the column names of its tables
+    "mt_bench": "Multi-turn", "translation": "Translation", "summarization": "Summarization", "qa": "QA",
+    "math_reasoning": "Math", "rag": "RAG",
+}
+
+
 def load_prompts(path: str | Path | None = None) -> list[dict]:
+    """A prompt set: the bundled one, a JSON file in its shape (``{"prompts": [{"id", "prompt",
+    ...}]}``), or Spec-Bench's ``question.jsonl`` (see ``load_spec_bench``)."""
+    if path and Path(path).suffix == ".jsonl":
+        return load_spec_bench(path)
     if path:
         data = json.loads(Path(path).read_text())
     else:
@@ -17,6 +27,33 @@ def load_prompts(path: str | Path | None = None) -> list[dict]:
         if not isinstance(p, dict) or not isinstance(p.get("prompt"), str) or not p.get("id"):
             raise ValueError(f"each prompt needs an 'id' and a 'prompt' text: {p!r}")
     return prompts
+
+
+def load_spec_bench(path: str | Path) -> list[dict]:
+    """Spec-Bench's format: one JSON object per line with ``question_id``, ``category`` and
+    ``turns`` (the user's messages; a multi-turn question answers each turn with the chat so far,
+    the model's own earlier answers included). The data itself is not bundled."""
+    out, seen = [], set()
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}, line {i}: not a JSON object ({e})") from None
+        turns = q.get("turns") if isinstance(q, dict) else None
+        if not isinstance(q, dict) or q.get("question_id") in (None, "") or not isinstance(q.get("category"), str) \
+                or not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            raise ValueError(f"{path}, line {i}: a Spec-Bench question needs 'question_id', 'category' and "
+                             "'turns' (a list of non-empty texts)")
+        qid = str(q["question_id"])
+        if qid in seen:
+            raise ValueError(f"{path}, line {i}: question_id {qid} appears twice")
+        seen.add(qid)
+        out.append({"id": qid, "category": q["category"], "prompt": turns[0], "turns": turns})
+    if not out:
+        raise ValueError(f"{path}: no questions")
+    return out
 
 
 def correct(text: str, reference: list[str] | str | None) -> bool | None:

@@ -129,6 +129,24 @@ class Stats:
         return d
 
 
+def chain(dones: list["Done"]) -> "Done":
+    """The turns of one conversation as one result: tokens, texts and statistics added up (the
+    first token's latency is the first turn's; the finish reason the last turn's)."""
+    st = Stats(ttft_s=dones[0].stats.ttft_s, finish_reason=dones[-1].stats.finish_reason)
+    for d in dones:
+        s = d.stats
+        for f in ("tokens", "wall_s", "prefill_s", "draft_s", "verify_s", "target_passes", "drafted", "accepted",
+                  "rejections", "prompt_tokens", "draft_prefill_s"):
+            setattr(st, f, getattr(st, f) + getattr(s, f))
+        for f in ("drafted_by_pos", "accepted_by_pos"):
+            a, b = getattr(st, f), getattr(s, f)
+            setattr(st, f, [x + y for x, y in zip(a + [0] * (len(b) - len(a)), b + [0] * (len(a) - len(b)))])
+        st.step_times += s.step_times
+        st.draft_dropped = st.draft_dropped or s.draft_dropped
+    return Done([t for d in dones for t in d.tokens], "\n\n".join(d.text for d in dones), st,
+                [x for d in dones for x in d.sources])
+
+
 LOAD_TOLERANCE = 0.15  # one-token passes within a run vary by a few per cent on a quiet machine
 
 

@@ -75,23 +75,28 @@ def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
     out = tmp_path / "bench"
     r = subprocess.run([sys.executable, "-m", "specquant", "bench", "--target", str(tiny_paths["F16"]),
                         "--drafts", "q8,lookup", "--k", "2,auto", "--limit", "3", "--max-tokens", "16",
-                        "--min-seconds", "0", "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
+                        "--alone", "q8", "--min-seconds", "0", "--out", str(out)],
+                       capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "bench.json").read_text())
     assert set(res["summary"]) == {"q8 k=2", "q8 k=auto", "lookup k=2", "lookup k=auto", "policy auto",
-                                   "policy seed", "oracle (best fixed per prompt)"}
+                                   "policy seed", "Q8_0 alone", "oracle (best fixed per prompt)"}
     for name, s in res["summary"].items():
         assert s["speedup"] > 0 and s["prompts"] == 3
-        if not name.startswith("oracle"):
+        if not name.startswith("oracle") and not name.endswith("alone"):
             assert s["identical"] == 3, name
     assert 0 < res["summary"]["policy auto"]["vs_oracle"]
-    assert len(res["prompts"]) == 3 and all(len(e["plain_runs_s"]) == 7 for e in res["prompts"])
+    assert len(res["prompts"]) == 3 and all(len(e["plain_runs_s"]) == 8 for e in res["prompts"])  # 7 runs, 8 plain
     for e in res["prompts"]:
         assert e["runs"]["policy seed"]["decision"] in ("q4", "q8", "none")
         assert e["oracle"]["speedup"] >= max(1.0, *(r["speedup"] for n, r in e["runs"].items() if "policy" not in n))
     md = (out / "bench.md").read_text()
     assert "| configuration | time normal (s) | time SpecQuant (s) | speed-up |" in md
     assert "accuracy normal" in md and "the oracle's throughput" in md
+    assert "| configuration | time (s) | speed-up | agreement with FP16 | accuracy |" in md and "| Q8_0 alone |" in md
+    r = subprocess.run([sys.executable, "-m", "specquant", "bench", "--target", str(tiny_paths["F16"]),
+                        "--alone", "q9", "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 2 and "'q9' is not a quantized copy of the target" in r.stderr
 
 
 def test_bench_gives_short_answers_more_rounds(tiny_paths, tmp_path):
@@ -101,7 +106,8 @@ def test_bench_gives_short_answers_more_rounds(tiny_paths, tmp_path):
 
     out = tmp_path / "bench"
     r = subprocess.run([sys.executable, "-m", "specquant", "bench", "--target", str(tiny_paths["F16"]),
-                        "--drafts", "lookup", "--k", "2", "--policies", "", "--limit", "2", "--max-tokens", "8",
+                        "--drafts", "lookup", "--k", "2", "--policies", "", "--alone", "", "--limit", "2",
+                        "--max-tokens", "8",
                         "--min-seconds", "60", "--max-repeats", "3", "--out", str(out)],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,93 @@
+"""The benchmark's like-for-like table (quantized models alone: agreement and accuracy beside
+speed) and Spec-Bench's question format, multi-turn included; in-process on the tiny models."""
+import json
+
+import pytest
+
+from specquant.bench import agreement, category_table, run_bench, seed_table, to_markdown
+from specquant.engine import Engine
+from specquant.prompts import load_prompts
+
+QUESTIONS = [
+    {"question_id": 81, "category": "mt_bench", "turns": ["Write a short poem about the sea.", "Now make it rhyme."]},
+    {"question_id": "t1", "category": "translation", "turns": ["Translate to French: I like green apples."]},
+    {"question_id": 7, "category": "qa", "turns": ["Who wrote the play Hamlet?"]},
+]
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_agreement_counts_the_first_difference_and_equal_tokens():
+    assert agreement([1, 2, 3, 4], [1, 2, 3, 4]) == {"identical": True, "first_diff": None, "equal_share": 1.0}
+    assert agreement([1, 2, 3, 4], [1, 2, 9, 4]) == {"identical": False, "first_diff": 2, "equal_share": 0.75}
+    assert agreement([1, 2, 3, 4], [1, 2]) == {"identical": False, "first_diff": 2, "equal_share": 0.5}
+
+
+def test_a_model_alone_that_is_the_target_agrees_fully_and_a_quantized_one_less(tiny_paths):
+    # "q8" is the F16 file itself here: running it alone must agree on every token. The real
+    # Q4_0 of a random tiny model departs from the F16 answers.
+    eng = Engine(tiny_paths["F16"], n_ctx=512, draft_files={"q8": tiny_paths["F16"], "q4_0": tiny_paths["Q4_0"]})
+    prompts = [p for p in load_prompts() if p.get("reference")][:6]
+    res = run_bench(eng, prompts, [("lookup", 2)], policies=["auto"], max_tokens=24, alone=["q8", "q4_0"],
+                    max_repeats=1)
+    same, q4 = res["summary"]["Q8_0 alone"], res["summary"]["Q4_0 alone"]
+    assert same["identical"] == 6 and same["equal_share"] == 1.0 and same["first_diff_mean"] is None
+    assert same["accuracy_spec"] == same["accuracy_plain"]
+    assert q4["identical"] < 6 and q4["equal_share"] < 1.0 and q4["differing"] == 6 - q4["identical"]
+    for e in res["prompts"]:  # computed from the runs themselves
+        r = e["runs"]["Q4_0 alone"]
+        assert r["identical"] == (r["first_diff"] is None)
+    for name in ("lookup k=2", "policy auto"):  # SpecQuant: identical, FP16's accuracy
+        assert res["summary"][name]["identical"] == 6
+        assert res["summary"][name]["accuracy_spec"] == res["summary"][name]["accuracy_plain"]
+    assert res["summary"]["oracle (best fixed per prompt)"]  # the oracle chooses among exact runs only
+    assert all(not e["oracle"]["choice"].endswith("alone") for e in res["prompts"])
+    table = "\n".join(seed_table(res))
+    assert "| FP16 alone (plain) |" in table and "| Q8_0 alone |" in table and "identical on 6/6" in table
+    assert "| SpecQuant lookup k=2 |" in table and "of tokens equal" in table
+
+
+def test_spec_bench_file_runs_each_turn_with_its_own_history(tiny_paths, tmp_path):
+    eng = Engine(tiny_paths["F16"], n_ctx=1024, draft_files={"q4_0": tiny_paths["Q4_0"]})
+    prompts = load_prompts(_write(tmp_path / "question.jsonl", QUESTIONS))
+    assert [p["id"] for p in prompts] == ["81", "t1", "7"] and prompts[0]["turns"][1] == "Now make it rhyme."
+    seen = []  # what each second turn was given as its history
+    real = eng.prompt_tokens
+
+    def spy(prompt, **kw):
+        if kw.get("history"):
+            seen.append((prompt, [dict(m) for m in kw["history"]]))
+        return real(prompt, **kw)
+
+    eng.prompt_tokens = spy
+    res = run_bench(eng, prompts, [("lookup", 2)], policies=["auto"], max_tokens=16, alone=["q4_0"], max_repeats=1)
+    first = eng.run("Write a short poem about the sea.", max_tokens=16).text
+    first_q4 = eng.run("Write a short poem about the sea.", alone="q4_0", max_tokens=16).text
+    assert seen and all(p == "Now make it rhyme." for p, _ in seen)
+    for _, history in seen:
+        assert [m["role"] for m in history] == ["user", "assistant"]
+        assert history[0]["content"] == "Write a short poem about the sea."
+    answers = {h[1]["content"] for _, h in seen}
+    assert first in answers  # plain, lookup and policy auto: the FP16 answer
+    assert first_q4 in answers  # Q4_0 alone: its own first answer
+    mt = res["prompts"][0]
+    assert mt["plain"]["text"].startswith(first) and mt["plain"]["tokens"] > 16  # both turns, one run
+    assert mt["runs"]["lookup k=2"]["identical"] and mt["runs"]["policy auto"]["identical"]
+    table = "\n".join(category_table(res))
+    assert "| configuration | Multi-turn | Translation | QA | tokens per target pass | overall |" in table
+    assert "Multi-turn" in to_markdown(res)
+
+
+@pytest.mark.parametrize("line, says", [
+    ("{not json", "line 2: not a JSON object"),
+    (json.dumps({"question_id": 5, "category": "qa"}), "line 2: a Spec-Bench question needs"),
+    (json.dumps({"question_id": 5, "category": "qa", "turns": ["ok", ""]}), "line 2: a Spec-Bench question needs"),
+    (json.dumps({"question_id": 81, "category": "qa", "turns": ["again"]}), "line 2: question_id 81 appears twice"),
+])
+def test_spec_bench_bad_lines_name_the_line(tmp_path, line, says):
+    f = _write(tmp_path / "question.jsonl", [QUESTIONS[0], line])
+    with pytest.raises(ValueError, match=says):
+        load_prompts(f)
