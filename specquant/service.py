@@ -33,6 +33,7 @@ class Settings:
     max_tokens: int = 128
     tier: str | None = None  # None: from the analysis
     model: str | None = None  # None: the process default
+    alone: str | None = None  # also run this quantized copy alone (q4_0, q8): its own, faster, answer
 
 
 @dataclass
@@ -147,7 +148,8 @@ class Service:
     # --- the comparison ---------------------------------------------------------------------
     def compare(self, prompt: str, settings: Settings, stop: threading.Event | None = None) -> Iterator[dict]:
         """Events: analysis, then plain steps and plain_done, then spec steps and spec_done,
-        then summary. Each is a dict of plain data. ``stop`` ends the run within one step."""
+        (with ``settings.alone``: alone steps and alone_done, the quantized copy decoding by
+        itself) then summary. Each is a dict of plain data. ``stop`` ends the run within one step."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("the prompt is empty: type a question or pick an example")
         if settings.draft not in DRAFT_CHOICES:
@@ -158,6 +160,8 @@ class Service:
         policy, forced = DRAFT_CHOICES[settings.draft]
         k = None if settings.k in (None, "", "auto") else settings.k
         with eng.lock:
+            if settings.alone:
+                eng.alone_model(settings.alone)  # loaded (or refused) before anything is timed
             kw = dict(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
             ans = eng.answer(prompt, policy=policy, tier=settings.tier, draft=forced, k=k, stop=stop, **kw)
             decision = ans.decision
@@ -165,7 +169,10 @@ class Service:
                    "label": decision.label, "model": eng.label}
             done = {}
             plain = eng.stream(ans.tokens, draft="none", **kw, stop=stop)
-            for side, events in (("plain", plain), ("spec", ans.events)):
+            sides = [("plain", plain), ("spec", ans.events)]
+            if settings.alone:
+                sides.append(("alone", eng.stream(ans.tokens, alone=settings.alone, **kw, stop=stop)))
+            for side, events in sides:
                 for ev in events:
                     if isinstance(ev, Done):
                         done[side] = ev
@@ -177,6 +184,15 @@ class Service:
                     yield {"type": "stopped", "side": side}
                     return
         p, s = done["plain"].stats, done["spec"].stats
+        alone = None
+        if "alone" in done:
+            from . import sources
+            from .bench import agreement
+
+            a = done["alone"].stats
+            alone = {"label": sources.label(settings.alone), "stats": a.to_dict(),
+                     "speedup": a.tokens_per_s / p.tokens_per_s if p.tokens_per_s else None,
+                     **agreement(done["plain"].tokens, done["alone"].tokens)}
         yield {
             "type": "summary",
             "unreliable": load_changed(p, s),
@@ -186,6 +202,7 @@ class Service:
             "plain": p.to_dict(),
             "spec": s.to_dict(),
             "decision": decision.to_dict(),
+            "alone": alone,
         }
 
     def describe(self, model: str | None = None) -> dict:

@@ -43,6 +43,24 @@ def test_loading_line_says_how_far_and_how_long():
     assert render.model_status_md(ready) == "**Model:** SmolLM2 — ready 94 s after start"
 
 
+def test_quantized_alone_pane_marks_where_it_departs_and_the_summary_states_the_trade():
+    out = render.diff_pane_html(["The", " cat", " sat", "."], [1, 2, 3, 4], [1, 2, 9, 4])
+    assert '<span class="sq-tok sq-target">The cat</span>' in out
+    assert '<span class="sq-tok sq-diff" id="first-diff"> sat.</span>' in out
+    assert "sq-diff" not in render.diff_pane_html(["a", "b"], [1, 2], [1, 2, 3])  # a prefix: no departure yet
+    stats = {"wall_s": 1.0, "tokens_per_s": 50.0, "ttft_s": 0.01, "target_passes": 50, "tokens_per_pass": 1.0,
+             "drafted": 0, "accepted": 0, "draft_s": 0.0, "verify_s": 1.0, "acceptance_by_pos": []}
+    ev = {"plain": stats, "spec": {**stats, "tokens_per_s": 65.0}, "speedup": 1.3, "identical": True, "greedy": True,
+          "decision": {"draft": "lookup"}, "alone": {"label": "Q4_0", "speedup": 2.1, "identical": False,
+                                                    "first_diff": 13, "equal_share": 0.4,
+                                                    "stats": {**stats, "tokens_per_s": 105.0}}}
+    md = render.summary_md(ev)
+    assert ("**Q4_0 alone: 2.10× faster, differs from FP16 from token 14 on (40% of tokens equal); "
+            "SpecQuant: 1.30× faster, identical.**") in md
+    assert "| | Plain FP16 | SpecQuant | Q4_0 alone |" in md and "| tokens/s | 50.0 | 65.0 | 105.0 |" in md
+    assert "Q4_0 alone" not in render.summary_md({**ev, "alone": None})
+
+
 def test_summary_and_charts():
     stats = {"wall_s": 1.0, "tokens_per_s": 50.0, "ttft_s": 0.1, "target_passes": 50, "tokens_per_pass": 1.0,
              "drafted": 0, "accepted": 0, "acceptance_rate": 0.0, "draft_s": 0.0, "verify_s": 0.9,
@@ -71,8 +89,8 @@ def app(smol_paths):
     demo.close()
 
 
-def _compare(client, prompt, draft="auto", k="auto", max_tokens=48):
-    return client.submit(prompt, draft, k, "from analysis", 0, 0, max_tokens, "default", api_name="/compare")
+def _compare(client, prompt, draft="auto", k="auto", max_tokens=48, alone="off"):
+    return client.submit(prompt, draft, k, "from analysis", 0, 0, max_tokens, "default", alone, api_name="/compare")
 
 
 def test_compare_endpoint_streams_and_ends_with_statistics(app):
@@ -87,6 +105,16 @@ def test_compare_endpoint_streams_and_ends_with_statistics(app):
     assert "Speed-up" in summary and "identical output" in summary and "tokens/s" in summary
     assert "Tier:" in final[6] and "Decision" in final[6]
     assert "sq-draft" in final[1]  # the SpecQuant pane marks drafted tokens
+
+
+def test_compare_with_the_quantized_model_alone_through_the_api(app):
+    from gradio_client import Client
+
+    final = _compare(Client(app.local_url, verbose=False), "Name three colours of the rainbow.", alone="Q4_0").result()
+    summary, alone_pane = final[4], final[10]
+    assert "Q4_0 alone:" in summary and "SpecQuant:" in summary and "| Q4_0 alone |" in summary
+    assert "sq-pane" in alone_pane and len(alone_pane) > 60
+    assert ("sq-diff" in alone_pane) == ("differs from FP16" in summary)
 
 
 def test_bad_input_comes_back_as_a_clean_error(app):
@@ -152,6 +180,30 @@ def test_browser_runs_an_example_and_shows_results(app):
         ARTIFACTS.mkdir(exist_ok=True)
         time.sleep(1.0)  # let the charts draw
         page.screenshot(path=str(ARTIFACTS / "ui-compare.png"), full_page=True)
+    finally:
+        browser.close()
+        pw.stop()
+
+
+def test_browser_third_pane_runs_the_quantized_model_alone(app):
+    pw, browser = _browser()
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 1800})
+        page.goto(app.local_url)
+        assert not page.locator("#alone-pane").is_visible()  # off by default
+        page.get_by_label("Prompt", exact=True).fill("Write a short story about a robot who learns to paint.")
+        page.locator("#settings").get_by_text("Settings").first.click()
+        _pick(page, "Also run a quantized model alone", "Q4_0")
+        page.locator("#compare-btn").click()
+        page.wait_for_selector("#summary :text('Q4_0 alone:')", timeout=180_000)
+        assert page.locator("#alone-pane").is_visible() and page.locator("#alone-pane").inner_text().strip()
+        summary = page.locator("#summary").inner_text()
+        assert "SpecQuant:" in summary and "identical" in summary
+        assert (page.locator("#alone-pane .sq-diff").count() > 0) == ("differs from FP16" in summary)
+        assert "departs from the FP16 answer" in page.content()  # the pane's legend
+        ARTIFACTS.mkdir(exist_ok=True)
+        time.sleep(1.0)
+        page.screenshot(path=str(ARTIFACTS / "ui-alone.png"), full_page=True)
     finally:
         browser.close()
         pw.stop()

@@ -9,7 +9,7 @@ import time
 import gradio as gr
 
 from specquant.prompts import load_prompts
-from specquant.service import DRAFT_CHOICES, Service, Settings
+from specquant.service import DRAFT_CHOICES, InputError, Service, Settings
 
 from . import render
 
@@ -19,6 +19,7 @@ EXAMPLES = [  # one per tier, and grounded tasks where prompt lookup shines
     "Compare the economies of Germany, Japan and Brazil, and explain how their exports differ because of "
     "history and geography.",
 ]
+ALONE = {"off": None, "Q4_0": "q4_0", "Q8_0": "q8"}  # the page's choice -> the quantized copy run alone
 UPDATE_EVERY_S = 0.08  # stream at most ~12 page updates per second per pane
 
 
@@ -62,6 +63,9 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                         max_tokens = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
                         family = gr.Dropdown(_families(default_model), value=default_model or "default",
                                              label="Model family")
+                        alone = gr.Dropdown(list(ALONE), value="off", label="Also run a quantized model alone",
+                                            info="a third pane: the Q4_0 or Q8_0 copy answering by itself, "
+                                                 "faster where it is, but not always the FP16 answer")
                     analysis = gr.Markdown("*The analysis of your prompt appears here.*", elem_id="analysis")
             model_status = gr.Markdown("**Model:** starting…", elem_id="model-status")
             status = gr.HTML("", elem_id="status")
@@ -76,6 +80,11 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                     gr.HTML(render.LEGEND)
                     spec_pane = gr.HTML(render.pane_html([], empty="waiting"), elem_id="spec-pane")
                     spec_live = gr.HTML("", elem_id="spec-live")
+                with gr.Column(visible=False) as alone_col:
+                    alone_title = gr.Markdown("### Quantized alone")
+                    gr.HTML(render.ALONE_LEGEND)
+                    alone_pane = gr.HTML(render.pane_html([], empty="waiting"), elem_id="alone-pane")
+                    alone_live = gr.HTML("", elem_id="alone-live")
             summary = gr.Markdown("", elem_id="summary")
             with gr.Row():
                 race = gr.LinePlot(x="seconds", y="tokens", color="run", title="Race: tokens over time",
@@ -103,28 +112,34 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                                 height=280)
             b_file = gr.File(label="bench.json")
 
-        def settings_of(d, kk, t, tmp, sd, mt, fam) -> Settings:
+        def settings_of(d, kk, t, tmp, sd, mt, fam, al="off") -> Settings:
+            if al not in ALONE:
+                raise InputError(f"unknown choice {al!r} for the quantized model alone: use {', '.join(ALONE)}")
             return Settings(draft=d, k=kk, temperature=float(tmp), seed=int(sd or 0), max_tokens=int(mt),
                             tier=None if t == "from analysis" else t,
-                            model=None if fam in (None, "default") else fam)
+                            model=None if fam in (None, "default") else fam, alone=ALONE[al])
 
-        def compare(text, d, kk, t, tmp, sd, mt, fam, request: gr.Request):
+        def compare(text, d, kk, t, tmp, sd, mt, fam, al="off", request: gr.Request = None):
             sid = getattr(request, "session_hash", None) or "anon"
             stop = stops[sid] = threading.Event()
             # Every yield carries the whole view, so the last one is the complete result (API too).
             view = {plain_pane: render.pane_html([], empty="…"), spec_pane: render.pane_html([], empty="waiting"),
                     plain_live: "", spec_live: "", summary: "", status: "", analysis: "*Analysing…*",
-                    spec_title: "### SpecQuant (FP16 + draft)", race: None, accept: None}
+                    spec_title: "### SpecQuant (FP16 + draft)", race: None, accept: None,
+                    alone_pane: render.pane_html([], empty="waiting"), alone_live: "",
+                    alone_col: gr.Column(visible=ALONE.get(al) is not None),
+                    alone_title: f"### {al} alone (plain decoding, its own answer)"}
 
             def show(changes):
                 view.update(changes)
                 return dict(view)
 
             yield show({})
-            cur = {"plain": ([], [], [], [0, 0]), "spec": ([], [], [], [0, 0])}  # pieces, from_draft, points, counts
+            # per run: pieces, from_draft, points, counts, token ids
+            cur = {side: ([], [], [], [0, 0], []) for side in ("plain", "spec", "alone")}
             last = 0.0
             try:
-                settings = settings_of(d, kk, t, tmp, sd, mt, fam)
+                settings = settings_of(d, kk, t, tmp, sd, mt, fam, al)
                 st = service.status(settings.model)
                 while st.status == "loading":
                     yield show({status: render.note_html(f"Loading the model: {st.line}")})
@@ -135,8 +150,9 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                         label = ev["label"] if ev["decision"]["draft"] != "none" else "no draft"
                         yield show({analysis: render.analysis_md(ev), spec_title: f"### SpecQuant (FP16 + {label})",
                                     status: ""})
-                    elif typ in ("plain", "spec"):
-                        pieces, src, pts, counts = cur[typ]
+                    elif typ in ("plain", "spec", "alone"):
+                        pieces, src, pts, counts, ids = cur[typ]
+                        ids += ev["tokens"]
                         pieces += ev["pieces"]
                         src += ev["from_draft"]
                         pts.append((ev["t"], len(pieces)))
@@ -145,22 +161,22 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                         now = time.perf_counter()
                         if now - last >= UPDATE_EVERY_S:
                             last = now
-                            yield show(_pane_update(typ, cur, ev, plain_pane, spec_pane, plain_live, spec_live))
-                    elif typ in ("plain_done", "spec_done"):
+                            yield show(_pane_update(typ, cur, ev, panes))
+                    elif typ in ("plain_done", "spec_done", "alone_done"):
                         side = typ[:-5]
                         s = ev["stats"]
-                        pane, live = (plain_pane, plain_live) if side == "plain" else (spec_pane, spec_live)
-                        pieces, src = cur[side][:2]
-                        yield show({pane: render.pane_html(pieces, src if side == "spec" else None, empty="(no tokens)"),
+                        pane, live = panes[side]
+                        yield show({pane: _pane(side, cur, empty="(no tokens)"),
                                     live: render.live_line(s["tokens"], s["wall_s"], s["drafted"], s["accepted"])})
                     elif typ == "stopped":
-                        where = "plain" if ev["side"] == "plain" else "SpecQuant"
+                        where = {"plain": "plain", "spec": "SpecQuant", "alone": f"{al} alone"}[ev["side"]]
                         yield show({status: render.note_html(f"Stopped during the {where} run.")})
                     elif typ == "summary":
                         import pandas as pd
 
                         yield show({summary: render.summary_md(ev),
-                                    race: pd.DataFrame(render.race_rows(cur["plain"][2], cur["spec"][2])),
+                                    race: pd.DataFrame(render.race_rows(cur["plain"][2], cur["spec"][2],
+                                                                        cur["alone"][2], al)),
                                     accept: pd.DataFrame(render.acceptance_rows(ev["spec"]))})
             except Exception as e:  # noqa: BLE001 - every failure is shown in plain words; the app keeps serving
                 yield show({status: render.error_md(str(e) or e.__class__.__name__)})
@@ -172,8 +188,10 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
             if ev:
                 ev.set()
 
-        inputs = [prompt, draft, k, tier, temperature, seed, max_tokens, family]
-        outputs = [plain_pane, spec_pane, plain_live, spec_live, summary, status, analysis, spec_title, race, accept]
+        panes = {"plain": (plain_pane, plain_live), "spec": (spec_pane, spec_live), "alone": (alone_pane, alone_live)}
+        inputs = [prompt, draft, k, tier, temperature, seed, max_tokens, family, alone]
+        outputs = [plain_pane, spec_pane, plain_live, spec_live, summary, status, analysis, spec_title, race, accept,
+                   alone_pane, alone_live, alone_col, alone_title]
         go.click(compare, inputs, outputs, api_name="compare")
         prompt.submit(compare, inputs, outputs, api_name=False)
         stop_btn.click(do_stop, None, None, api_name="stop", queue=False)
@@ -221,12 +239,18 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
     return demo
 
 
-def _pane_update(typ, cur, ev, plain_pane, spec_pane, plain_live, spec_live):
-    pieces, src, _, (drafted, accepted) = cur[typ]
-    if typ == "plain":
-        return {plain_pane: render.pane_html(pieces), plain_live: render.live_line(len(pieces), ev["t"])}
-    return {spec_pane: render.pane_html(pieces, src),
-            spec_live: render.live_line(len(pieces), ev["t"], drafted, accepted)}
+def _pane(side, cur, empty=""):
+    """A run's pane: draft tokens marked (SpecQuant), departures from FP16 marked (alone)."""
+    pieces, src, _, _, ids = cur[side]
+    if side == "alone":
+        return render.diff_pane_html(pieces, ids, cur["plain"][4], empty=empty)
+    return render.pane_html(pieces, src if side == "spec" else None, empty=empty)
+
+
+def _pane_update(typ, cur, ev, panes):
+    pieces, _, _, (drafted, accepted), _ = cur[typ]
+    pane, live = panes[typ]
+    return {pane: _pane(typ, cur), live: render.live_line(len(pieces), ev["t"], drafted, accepted)}
 
 
 def _families(default_model):

@@ -7,11 +7,15 @@ import html
 LEGEND = ('<div class="sq-legend"><span class="sq-tok sq-draft">accepted from the draft</span> '
           '<span class="sq-tok sq-target">the target\'s own token</span></div>')
 
+ALONE_LEGEND = ('<div class="sq-legend"><span class="sq-tok sq-diff">departs from the FP16 answer</span> '
+                '<span class="sq-tok sq-target">same as FP16 so far</span></div>')
+
 CSS = """
 .sq-pane { min-height: 14em; max-height: 28em; overflow-y: auto; white-space: pre-wrap; line-height: 1.55;
            font-size: 0.95em; padding: 0.6em; border: 1px solid var(--border-color-primary); border-radius: 8px; }
 .sq-tok.sq-draft { background: #c9f0c1; color: #111; border-radius: 3px; }
 .sq-tok.sq-target { background: transparent; }
+.sq-tok.sq-diff { background: #ffd8a8; color: #111; border-radius: 3px; }
 .sq-legend { font-size: 0.85em; margin: 0.3em 0; }
 .sq-legend .sq-tok { padding: 0.1em 0.4em; border: 1px solid #aaa; border-radius: 4px; }
 .sq-live { font-variant-numeric: tabular-nums; font-size: 0.9em; }
@@ -43,6 +47,17 @@ def pane_html(pieces: list[str], from_draft: list[bool] | None = None, *, empty:
 def _span(text: str, draft: bool) -> str:
     cls = "sq-draft" if draft else "sq-target"
     return f'<span class="sq-tok {cls}">{html.escape(text)}</span>'
+
+
+def diff_pane_html(pieces: list[str], tokens: list[int], reference: list[int], *, empty: str = "") -> str:
+    """A quantized model's answer: from the first token that departs from the FP16 answer
+    (``reference``) on, the text is marked (class sq-diff)."""
+    if not pieces:
+        return pane_html([], empty=empty)
+    first = next((i for i, t in enumerate(tokens) if i >= len(reference) or t != reference[i]), len(tokens))
+    same, rest = html.escape("".join(pieces[:first])), html.escape("".join(pieces[first:]))
+    return (f'<div class="sq-pane"><span class="sq-tok sq-target">{same}</span>'
+            + (f'<span class="sq-tok sq-diff" id="first-diff">{rest}</span>' if rest else "") + "</div>")
 
 
 def live_line(n_tokens: int, seconds: float, drafted: int = 0, accepted: int = 0) -> str:
@@ -88,24 +103,39 @@ def summary_md(ev: dict) -> str:
     if s.get("draft_dropped"):
         note += f"\n\nDrafting stopped during the run: {s['draft_dropped']}; the rest was decoded plainly."
 
+    al = ev.get("alone")
+    trade, a = [], (al or {}).get("stats")
+    if al:
+        differs = ("identical to FP16" if al["identical"] else
+                   f"differs from FP16 from token {al['first_diff'] + 1} on ({al['equal_share']:.0%} of tokens equal)")
+        spec_says = ("identical" if ev["identical"] else "differs") if ev["greedy"] else "the target's distribution"
+        trade = [f"**{al['label']} alone: {_x(al['speedup'])} faster, {differs}; SpecQuant: {_x(speed)} faster, "
+                 f"{spec_says}.**", ""]
+    col = (lambda cell: f" {cell} |") if al else (lambda cell: "")
     return "\n".join([
         (f"### Speed-up: **{speed:.2f}×**" if speed else "### Speed-up: —") + note, "",
-        same, "",
-        "| | Plain FP16 | SpecQuant |", "|---|---|---|",
-        f"| time | {p['wall_s']:.2f} s | {s['wall_s']:.2f} s |",
-        f"| tokens/s | {p['tokens_per_s']:.1f} | {s['tokens_per_s']:.1f} |",
-        f"| first token | {p['ttft_s'] * 1000:.0f} ms | {s['ttft_s'] * 1000:.0f} ms |",
-        f"| target passes | {p['target_passes']} | {s['target_passes']} |",
-        f"| tokens per target pass | {p['tokens_per_pass']:.2f} | {s['tokens_per_pass']:.2f} |",
-        f"| drafted / accepted | — | {s['drafted']} / {s['accepted']} ({acc}) |",
-        f"| time drafting / verifying | — | {s['draft_s']:.2f} s / {s['verify_s']:.2f} s |",
+        same, "", *trade,
+        "| | Plain FP16 | SpecQuant |" + col(f"{al['label']} alone" if al else ""), "|---|---|---|" + col("---"),
+        f"| time | {p['wall_s']:.2f} s | {s['wall_s']:.2f} s |" + col(a and f"{a['wall_s']:.2f} s"),
+        f"| tokens/s | {p['tokens_per_s']:.1f} | {s['tokens_per_s']:.1f} |" + col(a and f"{a['tokens_per_s']:.1f}"),
+        f"| first token | {p['ttft_s'] * 1000:.0f} ms | {s['ttft_s'] * 1000:.0f} ms |"
+        + col(a and f"{a['ttft_s'] * 1000:.0f} ms"),
+        f"| target passes | {p['target_passes']} | {s['target_passes']} |" + col(a and "— (its own model)"),
+        f"| tokens per target pass | {p['tokens_per_pass']:.2f} | {s['tokens_per_pass']:.2f} |" + col("—"),
+        f"| drafted / accepted | — | {s['drafted']} / {s['accepted']} ({acc}) |" + col("—"),
+        f"| time drafting / verifying | — | {s['draft_s']:.2f} s / {s['verify_s']:.2f} s |" + col("—"),
     ])
 
 
-def race_rows(plain: list[tuple[float, int]], spec: list[tuple[float, int]]) -> dict:
-    """Tokens against seconds for both runs, as columns for a line plot."""
+def _x(speedup: float | None) -> str:
+    return f"{speedup:.2f}×" if speedup else "—"
+
+
+def race_rows(plain: list[tuple[float, int]], spec: list[tuple[float, int]], alone=None, alone_label="") -> dict:
+    """Tokens against seconds for each run, as columns for a line plot."""
     rows = {"seconds": [], "tokens": [], "run": []}
-    for name, pts in (("Plain FP16", plain), ("SpecQuant", spec)):
+    runs = [("Plain FP16", plain), ("SpecQuant", spec)] + ([(f"{alone_label} alone", alone)] if alone else [])
+    for name, pts in runs:
         for t, n in [(0.0, 0)] + pts:
             rows["seconds"].append(round(t, 4))
             rows["tokens"].append(n)
