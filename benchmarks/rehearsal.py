@@ -63,15 +63,11 @@ def publish(root: Path, files: dict) -> dict[str, list[str]]:
 
 class Hub:
     def __init__(self, root: Path):
+        from tests.hub_server import spawn
+
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        port = root / ".port"
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hub_server.py"), str(root), str(port)])
-        for _ in range(200):
-            if port.exists() and port.read_text():
-                break
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{port.read_text()}"
+        self.proc, self.url = spawn(root)
 
     def head(self, repo: str, fname: str) -> None:
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/{repo}/resolve/main/{fname}", method="HEAD")).close()

@@ -7,7 +7,7 @@ names bartowski's repo uses; takes the real SmolLM2-135M as the sibling draft. T
 engine's own calibration (loading and quantizing outside every timing):
 
 * a target pass over n = 1..9 tokens, in one-token steps;
-* a step of each draft (Q8_0, Q4_0, the 135M sibling at F16 and Q8_0), in target steps;
+* a step of each draft (Q8_0, Q4_K_M, Q4_0, the 135M sibling at F16 and Q8_0), in target steps;
 * what the router expects from each source at acceptance 0.6 and 0.8 (best draft length).
 
 Random weights make acceptance meaningless, but the costs are real. About 10 minutes on 2 cores
@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench-results/rehearsal_costs.json")
     args = ap.parse_args()
     files = prepare()
-    eng = Engine(files["F16"], n_ctx=2048, draft_files={"q8": files["Q8_0"], "q4_0": files["Q4_0"]},
+    eng = Engine(files["F16"], n_ctx=2048, draft_files={"q8": files["Q8_0"], "q4": files["Q4_K_M"], "q4_0": files["Q4_0"]},
                  sibling=files["sibling F16"])
     ctx = eng.target.tokenize(CALIBRATION_TEXT)
     t0 = time.perf_counter()
@@ -65,14 +65,14 @@ def main() -> int:
            "T1_s": curve.T(1), "T_steps": {n: curve.T(n) / curve.T(1) for n in range(1, 10)}, "drafts": {}}
     print(f"target: one-token step {curve.T(1) * 1000:.0f} ms ({1 / curve.T(1):.1f} tok/s); pass of n tokens in steps: "
           + ", ".join(f"{n}: {curve.T(n) / curve.T(1):.2f}" for n in range(2, 10)), flush=True)
-    drafts = {"q8": eng.draft("q8").model, "q4_0": eng.draft("q4_0").model, "sibling": eng.draft("sibling").model}
+    drafts = {"q8": eng.draft("q8").model, "q4 (Q4_K_M)": eng.draft("q4").model, "q4_0": eng.draft("q4_0").model,
+              "sibling": eng.draft("sibling").model}
     from backends import load_model
 
     drafts["sibling Q8_0"] = load_model(files["sibling Q8_0"], n_ctx=2048)
     for name, model in drafts.items():
         t0 = time.perf_counter()
-        c = measure_costs(eng.target, model, context=ctx, budget_s=10.0)
-        c.verify = dict(curve.verify)  # one target curve for every source
+        c = measure_costs(eng.target, model, context=ctx, budget_s=10.0, curve=curve)  # one curve for every source
         took = time.perf_counter() - t0
         row = {"draft_step": c.draft_step / c.T(1), "draft_round": c.draft_round / c.T(1),
                "draft_prefill_per_token": c.draft_prefill / c.T(1), "calibration_s": took}

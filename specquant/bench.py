@@ -56,7 +56,8 @@ def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> 
         "seconds_plain": t_plain, "seconds_spec": t_spec,
         "tok_s_plain": toks_plain / t_plain if t_plain else 0.0, "tok_s_spec": toks / t_spec if t_spec else 0.0,
         "speedup": (toks / t_spec) / (toks_plain / t_plain) if t_spec and t_plain else None,
-        "min_speedup": min(r["speedup"] for r in rows),
+        "min_speedup": min((r["speedup"] for r in rows if r["speedup"] is not None), default=None),
+        "no_tokens": sum(r["tokens"] == 0 for r in rows),
         "grounded_speedup": (sum(r["tokens"] for r in grounded) / sum(r["seconds"] for r in grounded))
         / (sum(r["tokens"] for r in grounded) / sum(r["plain_seconds"] for r in grounded)) if grounded else None,
         "acceptance": sum(r.get("accepted", 0) for r in rows) / drafted if drafted else None,
@@ -174,7 +175,10 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             wall = sum(d.stats.wall_s for d, _ in runs) / len(runs)
             nb = [x for pair in beside[name] for x in pair]
             plain_tok_s = sum(x.stats.tokens for x in nb) / sum(x.stats.wall_s for x in nb)
-            per_round = [_tok_s([d]) / _tok_s(pair) for (d, _), pair in zip(runs, beside[name])]
+            # tokens/s against the plain runs beside; none where a run produced no token (a quantized
+            # model alone may end its answer at once): there is no speed to compare
+            per_round = [_tok_s([d]) / _tok_s(pair) for (d, _), pair in zip(runs, beside[name])
+                         if d.stats.tokens and _tok_s(pair)]
             row = _row(done)
             row.update(
                 seconds=wall,
@@ -184,7 +188,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
                 **{k: v for k, v in agreement(ref.tokens, done.tokens).items() if k != "identical"},
                 identical=all(d.tokens == ref.tokens for d, _ in runs),
                 correct=correct(done.text, p.get("reference")),
-                speedup=statistics.median(per_round),
+                speedup=statistics.median(per_round) if per_round else None,
                 speedup_rounds=per_round,
             )
             if decision is not None:
@@ -192,8 +196,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             entry["runs"][name] = row
         fixed_rows = {name: r for name, r in entry["runs"].items()
                       if not name.startswith("policy ") and not name.endswith(" alone")}
-        best = max(fixed_rows.items(), key=lambda kv: kv[1]["speedup"], default=None)
-        if best is None or best[1]["speedup"] < 1.0:  # plain itself is one of the fixed choices
+        best = max(fixed_rows.items(), key=lambda kv: kv[1]["speedup"] or 0.0, default=None)
+        if best is None or (best[1]["speedup"] or 0.0) < 1.0:  # plain itself is one of the fixed choices
             entry["oracle"] = {"choice": "none", "speedup": 1.0, "tokens": ref.stats.tokens,
                                "seconds": sum(x.stats.wall_s for x in plains) / len(plains),
                                "plain_seconds": sum(x.stats.wall_s for x in plains) / len(plains)}
@@ -266,7 +270,8 @@ def to_markdown(res: dict) -> str:
     out += ["", *seed_table(res), "", *category_table(res)]
     for name, s in res["summary"].items():
         if s.get("vs_oracle") is not None:
-            out.append(f"\n{name}: {s['vs_oracle']:.3f}x the oracle's throughput; worst prompt {s['min_speedup']:.2f}x plain.")
+            out.append(f"\n{name}: {s['vs_oracle']:.3f}x the oracle's throughput; worst prompt "
+                       f"{_f(s['min_speedup'])}x plain.")
     names = [n for n in res["summary"] if not n.startswith("oracle")]
     out += ["", "## Per prompt (speed-up; acceptance)", "",
             "| prompt | tokens | plain tok/s | " + " | ".join(names) + " |",
@@ -291,6 +296,8 @@ def _agreement_cell(s: dict, n: int) -> str:
         cell += f"; others differ from token {s['first_diff_mean']:.0f} on (mean)"
     if s.get("equal_share") is not None:
         cell += f"; {s['equal_share']:.0%} of tokens equal"
+    if s.get("no_tokens"):
+        cell += f"; no answer at all on {s['no_tokens']}"
     return cell
 
 

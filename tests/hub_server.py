@@ -148,6 +148,19 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(ahead)
 
 
+def spawn(root: Path):
+    """Start this server over ``root`` in its own process: (the process, its URL)."""
+    import subprocess
+
+    port = root / ".port"
+    proc = subprocess.Popen([sys.executable, __file__, str(root), str(port)])
+    for _ in range(200):
+        if port.exists() and port.read_text():
+            break
+        time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port.read_text()}"
+
+
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

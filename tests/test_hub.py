@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,19 +10,13 @@ import pytest
 
 from specquant import catalog, hub
 
-SERVER = Path(__file__).with_name("hub_server.py")
+from .hub_server import spawn
 
 
 class Server:
     def __init__(self, root: Path):
         self.root = root
-        portfile = root / ".port"
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), str(root), str(portfile)])
-        for _ in range(100):
-            if portfile.exists() and portfile.read_text():
-                break
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{portfile.read_text()}"
+        self.proc, self.url = spawn(root)
 
     def requests(self, method: str, fragment: str) -> int:
         log = self.root / ".log"
