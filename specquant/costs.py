@@ -111,7 +111,7 @@ def best_k(costs: Costs, a: float, k_max: int, min_gain: float = 1.0, first: flo
 
 def _measure_once(target, draft_model, context: list[int], ns, rounds: int, budget_s: float) -> Costs:
     base = list(context)[: max(1, min(len(context), target.n_ctx - max(ns) - 1))]
-    filler = [base[-1]] * max(ns)
+    filler = [base[-1]] * max(*ns, 2)  # the draft's catch-up pass is 2 tokens
     target.reset()
     target.prefill(base)
     if draft_model is not None:

@@ -215,13 +215,13 @@ class Service:
             d["hardware_summary"] = hw.summary() if hw else ""
         return d
 
-    def bench(self, prompts, drafts, ks, policies, max_tokens, progress=None, model=None) -> dict:
+    def bench(self, prompts, drafts, ks, policies, max_tokens, progress=None, model=None, alone=()) -> dict:
         from .bench import parse_configs, run_bench
 
         eng = self.engine(model)
         with eng.lock:
             return run_bench(eng, prompts, parse_configs(drafts, ks), policies=policies, max_tokens=max_tokens,
-                             progress=progress)
+                             progress=progress, alone=list(alone))
 
 
 def _step(ev: Step) -> dict:

@@ -92,4 +92,6 @@ def test_a_second_draft_reuses_the_target_curve_and_keeps_its_proportion():
     assert set(target.lengths) == {1}  # no target pass but one-token steps: the curve is not measured again
     assert c.verify == curve.verify and c.settle == curve.settle
     assert c.draft_step / c.T(1) == pytest.approx(0.5, rel=0.2)
+    assert 2 in draft.lengths  # its catch-up pass is timed as 2 tokens: 3 ms + the next step's 2, vs 2 x 2 ms
+    assert c.draft_round / c.T(1) == pytest.approx(0.25, rel=0.35)
     assert c.draft_prefill == 0.0 or c.draft_prefill < c.T(1)

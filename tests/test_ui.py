@@ -117,6 +117,17 @@ def test_compare_with_the_quantized_model_alone_through_the_api(app):
     assert ("sq-diff" in alone_pane) == ("differs from FP16" in summary)
 
 
+def test_benchmark_tab_runs_quantized_alone_beside_the_exact_runs(app):
+    from gradio_client import Client
+
+    status, table, _, path = Client(app.local_url, verbose=False).predict(
+        ["facts"], 2, ["lookup"], ["4"], 16, "default", ["q4_0"], api_name="/bench")
+    rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
+    assert "Done: 2 prompts." in status and set(rows) >= {"lookup k=4", "policy auto", "Q4_0 alone"}
+    assert rows["lookup k=4"]["identical"] == "2/2" and rows["lookup k=4"]["first difference (mean token)"] is None
+    assert rows["Q4_0 alone"]["draft"] == "alone"
+
+
 def test_bad_input_comes_back_as_a_clean_error(app):
     from gradio_client import Client
 

@@ -104,6 +104,8 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                 b_drafts = gr.CheckboxGroup(["q8", "q4", "q4_0", "lookup"], value=["q8", "lookup"],
                                             label="Draft sources")
                 b_ks = gr.CheckboxGroup(["1", "2", "4", "8", "auto"], value=["4", "auto"], label="Draft lengths")
+                b_alone = gr.CheckboxGroup(["q8", "q4", "q4_0"], value=[], label="Quantized copies alone",
+                                           info="each as the only model: faster, its own answer")
                 b_tokens = gr.Slider(16, 256, value=64, step=16, label="Max new tokens")
             b_go = gr.Button("Run benchmark", variant="primary")
             b_status = gr.HTML("")
@@ -207,7 +209,7 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
         demo.load(both, [family], [hw_md, model_status], api_name=False)
         gr.Timer(2.0).tick(both, [family], [hw_md, model_status], api_name=False)
 
-        def bench(categories, n, drafts_sel, ks_sel, tokens, fam, progress=gr.Progress()):
+        def bench(categories, n, drafts_sel, ks_sel, tokens, fam, alone_sel=(), progress=gr.Progress()):
             import pandas as pd
 
             prompts = [p for p in load_prompts() if p["category"] in (categories or [])][: int(n)]
@@ -217,14 +219,19 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
             try:
                 res = service.bench(prompts, ",".join(drafts_sel), ",".join(ks_sel), ["auto"], int(tokens),
                                     progress=lambda i, total, msg: progress(i / total, desc=msg),
-                                    model=None if fam in (None, "default") else fam)
+                                    model=None if fam in (None, "default") else fam, alone=alone_sel or ())
             except Exception as e:  # noqa: BLE001
                 return render.error_md(str(e)), None, None, None
-            rows = [{"configuration": name, "draft": s.get("draft", s.get("policy", "oracle")),
-                     "speedup": round(s["speedup"] or 0, 3), "min per prompt": round(s["min_speedup"], 3),
+            rows = [{"configuration": name,
+                     "draft": s.get("draft", s.get("policy", "alone" if s.get("alone") else "oracle")),
+                     "speedup": round(s["speedup"] or 0, 3),
+                     "min per prompt": None if s["min_speedup"] is None else round(s["min_speedup"], 3),
                      "acceptance": None if s["acceptance"] is None else round(s["acceptance"], 3),
                      "tokens/pass": None if s["tokens_per_pass"] is None else round(s["tokens_per_pass"], 2),
                      "identical": f"{s['identical']}/{s['prompts']}",
+                     "first difference (mean token)": None if s.get("first_diff_mean") is None
+                     else round(s["first_diff_mean"], 1),
+                     "accuracy": None if s.get("accuracy_spec") is None else round(s["accuracy_spec"], 3),
                      "time normal (s)": round(s["seconds_plain"], 2), "time SpecQuant (s)": round(s["seconds_spec"], 2)}
                     for name, s in res["summary"].items()]
             path = os.path.join(tempfile.mkdtemp(prefix="specquant-bench-"), "bench.json")
@@ -234,7 +241,7 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
             return (render.note_html(f"Done: {len(prompts)} prompts."), df,
                     df[["configuration", "speedup", "draft"]], path)
 
-        b_go.click(bench, [cats, limit, b_drafts, b_ks, b_tokens, family], [b_status, b_table, b_plot, b_file],
+        b_go.click(bench, [cats, limit, b_drafts, b_ks, b_tokens, family, b_alone], [b_status, b_table, b_plot, b_file],
                    api_name="bench", cancels=None)
     return demo
 
