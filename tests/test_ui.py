@@ -205,6 +205,8 @@ def test_browser_third_pane_runs_the_quantized_model_alone(app):
         page.get_by_label("Prompt", exact=True).fill("Write a short story about a robot who learns to paint.")
         page.locator("#settings").get_by_text("Settings").first.click()
         _pick(page, "Also run a quantized model alone", "Q4_0")
+        page.get_by_label("Max new tokens").last.fill("40")
+        page.get_by_label("Max new tokens").last.press("Enter")
         page.locator("#compare-btn").click()
         page.wait_for_selector("#summary :text('Q4_0 alone:')", timeout=180_000)
         assert page.locator("#alone-pane").is_visible() and page.locator("#alone-pane").inner_text().strip()
