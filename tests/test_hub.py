@@ -252,3 +252,22 @@ def test_a_missing_sibling_leaves_the_family_working(server, tiny_paths):
     shutil.copy(tiny_paths["F16"], d / "SmolLM2-360M-Instruct-f16.gguf")
     ms = catalog.resolve("smollm2-360m", with_sibling=True)
     assert ms.sibling is None and "no sibling draft" in ms.note and "SmolLM2-135M-Instruct-GGUF" in ms.note
+
+
+def test_the_app_service_loads_the_family_with_its_sibling(server, tiny_paths, monkeypatch, tmp_path):
+    # What `python app.py` does with a family: files from the Hub, the sibling among the drafts
+    # auto weighs, each loading phase timed for the page.
+    from specquant.service import Service
+
+    monkeypatch.setenv("SPECQUANT_HOME", str(tmp_path / "sq"))  # a calibration of its own
+    for repo, stem in (("bartowski/SmolLM2-360M-Instruct-GGUF", "SmolLM2-360M-Instruct"),
+                       ("bartowski/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct")):
+        d = server.root / repo
+        d.mkdir(parents=True)
+        for q in ("F16", "Q8_0"):
+            shutil.copy(tiny_paths[q], d / f"{stem}-{q.lower() if q == 'F16' else q}.gguf")
+    svc = Service("smollm2-360m", n_ctx=512)
+    eng = svc.engine(timeout=120)
+    assert eng.sibling.name == "SmolLM2-135M-Instruct-Q8_0.gguf" and "sibling" in eng.auto_sources()
+    info = svc.describe()
+    assert info["status"] == "ready" and set(info["phases"]) == {"files", "load", "calibration"}
