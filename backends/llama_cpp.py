@@ -87,7 +87,9 @@ def check_gguf(path: str | os.PathLike) -> Path:
         magic = f.read(4)
     if magic != _GGUF_MAGIC:
         raise BackendError(f"not a GGUF file (llama.cpp models are .gguf): {p}")
-    return p.resolve()
+    # Absolute, but through its links: in the HF cache a file is a link to blobs/<hash>, and
+    # llama.cpp finds a sharded model's other files (-00002-of-00004.gguf) next to the first.
+    return Path(os.path.abspath(p))
 
 
 class _Weights:
@@ -142,7 +144,7 @@ class _Weights:
 
 
 def _load_weights(path: Path, n_gpu_layers: int) -> _Weights:
-    key = (str(path), os.stat(path).st_mtime_ns, n_gpu_layers)
+    key = (os.path.realpath(path), os.stat(path).st_mtime_ns, n_gpu_layers)  # one file, however reached
     with _lock:
         w = _weights.get(key)
         if w is None:

@@ -47,7 +47,7 @@ def check_folder(path) -> Path:
         raise BackendError(f"not an MLX / Hugging Face model folder (no config.json): {p}")
     if not list(p.glob("*.safetensors")):
         raise BackendError(f"no .safetensors weights in {p}")
-    return p.resolve()
+    return Path(os.path.abspath(p))
 
 
 @lru_cache(maxsize=None)

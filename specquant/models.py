@@ -125,15 +125,17 @@ def _vocab_fields(src: Path) -> dict:
 
 def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2,
                     n_head: int = 4, n_head_kv: int = 2, n_ff: int = 192, n_ctx: int = 2048,
-                    scale: float = 1.0, rope_base: float = 10000.0) -> Path:
-    """A llama-architecture GGUF with random weights and a real vocabulary, written atomically."""
+                    scale: float = 1.0, rope_base: float = 10000.0, split_max_tensors: int = 0) -> Path:
+    """A llama-architecture GGUF with random weights and a real vocabulary, written atomically;
+    with ``split_max_tensors``, in shards as the Hub has large models (``NAME-00001-of-0000N.gguf``
+    beside ``path``, written in place), returning the first."""
     import gguf
 
     rng = np.random.default_rng(seed)
     tokens = vocab["tokenizer.ggml.tokens"]
     n_vocab = len(tokens)
-    tmp = path.with_name(path.name + ".partial")
-    w = gguf.GGUFWriter(str(tmp), "llama")
+    tmp = path if split_max_tensors else path.with_name(path.name + ".partial")
+    w = gguf.GGUFWriter(str(tmp), "llama", split_max_tensors=split_max_tensors)
     w.add_name(path.stem)
     w.add_context_length(n_ctx)
     w.add_embedding_length(n_embd)
@@ -179,6 +181,8 @@ def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64,
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    if split_max_tensors:
+        return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     os.replace(tmp, path)
     return path
 

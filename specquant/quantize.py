@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def source_id(path: Path) -> str:
 def output_path(src: Path, qtype: str, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir) if out_dir else cache_dir() / "quantized"
     stem = src.name[:-5] if src.name.endswith(".gguf") else src.name
+    stem = re.sub(r"-\d{5}-of-\d{5}$", "", stem)  # a sharded parent: one file comes out
     for tag in ("F16", "f16", "BF16", "bf16", "F32", "f32"):
         stem = stem.replace(f".{tag}", "").replace(f"-{tag}", "")
     return out_dir / f"{stem}.{qtype}.{source_id(src)}.gguf"

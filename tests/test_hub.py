@@ -192,6 +192,10 @@ def test_engine_from_hub_repo_runs_identically(server):
 
     eng = load_engine("testorg/tiny-GGUF", n_ctx=512)
     assert eng.model_set.source == "hub"
+    # Named as in the repo, not by the cache's blob hash (and loaded through the cache's link,
+    # where llama.cpp finds a sharded model's other files).
+    assert eng.target.path.name == "tiny-llama-F16.gguf" and eng.target.path.is_symlink()
+    assert [m["name"] for m in eng.describe()["models"]][0].startswith("tiny-llama-F16")
     plain = eng.run("Hello there", draft="none", max_tokens=20)
     spec = eng.run("Hello there", draft="q8", k=3, max_tokens=20)
     assert spec.tokens == plain.tokens and spec.stats.drafted > 0
@@ -271,3 +275,21 @@ def test_the_app_service_loads_the_family_with_its_sibling(server, tiny_paths, m
     assert eng.sibling.name == "SmolLM2-135M-Instruct-Q8_0.gguf" and "sibling" in eng.auto_sources()
     info = svc.describe()
     assert info["status"] == "ready" and set(info["phases"]) == {"files", "load", "calibration"}
+
+
+def test_a_sharded_model_loads_and_quantizes_through_the_cache(server, smol_paths):
+    # Real shards (gguf's writer splits them as the Hub has them): llama.cpp finds the other
+    # files next to the first, so the model must be opened through the cache's link, not at
+    # blobs/<hash>; the missing Q8_0 draft is made from the shards.
+    from specquant.engine import load_engine
+    from specquant.models import _vocab_fields, write_tiny_gguf
+
+    d = server.root / "testorg" / "split-GGUF"
+    d.mkdir(parents=True)
+    first = write_tiny_gguf(d / "split-f16.gguf", _vocab_fields(smol_paths["F16"]), seed=3, split_max_tensors=10)
+    assert first.name == "split-f16-00001-of-00002.gguf"
+    eng = load_engine("testorg/split-GGUF", n_ctx=512)
+    assert eng.target.path.name == first.name and eng.model_set.missing == ["q8", "q4", "q4_0"]
+    plain = eng.run("Hello there", max_tokens=10)
+    assert len(plain.tokens) == 10 and eng.run("Hello there", draft="q8", k=3, max_tokens=10).tokens == plain.tokens
+    assert eng.draft_path("q8").name.startswith("split.Q8_0.")  # named after the model, not a hash
