@@ -43,8 +43,6 @@ SIBLING_REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
 SPELLING = {"F16": "f16", "Q8_0": "Q8_0", "Q4_K_M": "Q4_K_M", "Q4_0": "Q4_0"}  # bartowski's file names
 SPACE_MEMORY = 16 * 10**9  # a CPU-basic Space
 PROMPT = "What is the capital of France?"
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]
 ARTIFACTS = ROOT / "artifacts"
 
 
@@ -144,7 +142,7 @@ class Memory(threading.Thread):
 
 def visit(hub: Hub, work: Path, timeout_s: float) -> dict:
     """``python app.py`` against the local Hub with empty caches, seen through Chromium."""
-    from playwright.sync_api import sync_playwright
+    from tests.browser import launch
 
     port = free_port()
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(work / "hf"), "HF_HOME": str(work / "hf-home"),
@@ -176,8 +174,7 @@ def visit(hub: Hub, work: Path, timeout_s: float) -> dict:
                 raise RuntimeError(f"the app exited: {(work / 'app.log').read_text()[-2000:]}")
             time.sleep(0.1)
         res["first_http_200_s"] = round(time.perf_counter() - t0, 2)
-        pw = sync_playwright().start()
-        browser = pw.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROME_ARGS)
+        pw, browser = launch()
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(url)

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from .prompts import SPEC_BENCH, correct, load_prompts
-from .speculative import Done, chain, finish
+from . import sources
+from .speculative import Done, agreement, chain, finish
 
 
 def _row(done: Done) -> dict:
@@ -26,17 +27,6 @@ def _row(done: Done) -> dict:
         "tokens_per_pass": s.tokens_per_pass, "target_passes": s.target_passes,
         "draft_s": s.draft_s, "verify_s": s.verify_s, "finish": s.finish_reason,
     }
-
-
-def agreement(ref: list[int], out: list[int]) -> dict:
-    """How far an answer agrees with the FP16 answer: identical, the first differing token
-    (None if none), and the share of positions with the same token up to the longer one's end."""
-    n = max(len(ref), len(out))
-    first = next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), None)
-    if first is None and len(ref) != len(out):
-        first = min(len(ref), len(out))
-    same = sum(a == b for a, b in zip(ref, out))
-    return {"identical": ref == out, "first_diff": first, "equal_share": same / n if n else 1.0}
 
 
 def _tok_s(runs) -> float:
@@ -131,7 +121,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
 
     plain = fixed("none", None)
     runners = [(f"{d} k={k}", fixed(d, k)) for d, k in configs] + [(f"policy {pol}", routed(pol)) for pol in policies]
-    runners += [(f"{_label(q)} alone", conversation(lambda text, toks, history, q=q: (engine.run(toks, alone=q, **kw),
+    runners += [(f"{sources.label(q)} alone", conversation(lambda text, toks, history, q=q: (engine.run(toks, alone=q, **kw),
                                                                                        None))) for q in alone]
     total = len(prompts) * (2 * len(runners) + 1) * repeats  # grows when short prompts get more rounds
     n = 0
@@ -214,7 +204,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
         name = f"policy {pol}"
         summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, policy=pol)
     for q in alone:
-        name = f"{_label(q)} alone"
+        name = f"{sources.label(q)} alone"
         summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, alone=q)
     if configs:
         orc = [e["oracle"] | {"correct": None} for e in per_prompt]
@@ -232,12 +222,6 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
         "summary": summary,
         "prompts": per_prompt,
     }
-
-
-def _label(spec: str) -> str:
-    from . import sources
-
-    return sources.label(spec)
 
 
 def _f(x, fmt="{:.2f}", unit=""):
@@ -331,11 +315,9 @@ def category_table(res: dict) -> list[str]:
     for name in names:
         cells = []
         for c in cats:
-            rows = [e["runs"][name] for e in res["prompts"] if e["category"] == c]
-            t, tp = sum(r["seconds"] for r in rows), sum(r["plain_seconds"] for r in rows)
-            toks = sum(r["tokens"] for r in rows)
-            toks_p = sum(e["plain"]["tokens"] for e in res["prompts"] if e["category"] == c)
-            cells.append(f"{(toks / t) / (toks_p / tp):.2f}x" if t and tp and toks_p else "-")
+            entries = [e for e in res["prompts"] if e["category"] == c]
+            speedup = _summarise(name, [e["runs"][name] for e in entries], entries)["speedup"]
+            cells.append(f"{_f(speedup)}x" if speedup else "-")
         s = res["summary"][name]
         out.append(f"| {name} | " + " | ".join(cells) + f" | {_f(s['tokens_per_pass'])} | {_f(s['speedup'])}x |")
     return out

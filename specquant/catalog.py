@@ -15,9 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 from . import hub
+from .quantize import SHARD as _SHARD
 
 DRAFT_PRECISIONS = {"q8": "q8_0", "q4": "q4_k_m", "q4_0": "q4_0"}  # draft spec -> precision
-_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.I)
 
 
 @dataclass

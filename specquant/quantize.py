@@ -20,6 +20,7 @@ from .paths import cache_dir
 
 # llama_ftype values (llama.h)
 FTYPES = {"F16": 1, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15, "Q4_1": 3, "Q5_K_M": 17, "Q6_K": 18}
+SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.I)  # NAME-00001-of-00004.gguf: one of a model's shards
 ALIASES = {"q8": "Q8_0", "q4": "Q4_K_M", "q4_0": "Q4_0", "q4_k_m": "Q4_K_M", "q8_0": "Q8_0", "f16": "F16", "fp16": "F16"}
 
 
@@ -37,8 +38,8 @@ def source_id(path: Path) -> str:
 
 def output_path(src: Path, qtype: str, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir) if out_dir else cache_dir() / "quantized"
-    stem = src.name[:-5] if src.name.endswith(".gguf") else src.name
-    stem = re.sub(r"-\d{5}-of-\d{5}$", "", stem)  # a sharded parent: one file comes out
+    name = SHARD.sub(".gguf", src.name)  # a sharded parent: one file comes out
+    stem = name[:-5] if name.endswith(".gguf") else name
     for tag in ("F16", "f16", "BF16", "bf16", "F32", "f32"):
         stem = stem.replace(f".{tag}", "").replace(f"-{tag}", "")
     return out_dir / f"{stem}.{qtype}.{source_id(src)}.gguf"

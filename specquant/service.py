@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .engine import Engine, InputError, resolve_models
-from .speculative import Done, Step, load_changed
+from .speculative import Done, Step, agreement, load_changed
 
 DRAFT_CHOICES = {  # what the page offers -> (policy, forced draft)
     "auto": ("auto", None),
@@ -187,7 +187,6 @@ class Service:
         alone = None
         if "alone" in done:
             from . import sources
-            from .bench import agreement
 
             a = done["alone"].stats
             alone = {"label": sources.label(settings.alone), "stats": a.to_dict(),

@@ -147,6 +147,17 @@ def chain(dones: list["Done"]) -> "Done":
                 [x for d in dones for x in d.sources])
 
 
+def agreement(ref: list[int], out: list[int]) -> dict:
+    """How far an answer (token ids) agrees with a reference answer, e.g. FP16's: identical, the first differing token
+    (None if none), and the share of positions with the same token up to the longer one's end."""
+    n = max(len(ref), len(out))
+    first = next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), None)
+    if first is None and len(ref) != len(out):
+        first = min(len(ref), len(out))
+    same = sum(a == b for a, b in zip(ref, out))
+    return {"identical": ref == out, "first_diff": first, "equal_share": same / n if n else 1.0}
+
+
 LOAD_TOLERANCE = 0.15  # one-token passes within a run vary by a few per cent on a quiet machine
 
 

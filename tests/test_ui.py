@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 
@@ -13,11 +12,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from ui import render  # noqa: E402
 
+from .browser import CHROMIUM, launch  # noqa: E402
 from .conftest import ARTIFACTS  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]
 GROUNDED = ("Rewrite the following text in simpler words, keeping every fact.\n\nThe city council met on Tuesday to "
             "discuss the new bicycle lanes on Main Street. Supporters said the lanes would make cycling safer and "
             "reduce traffic. Opponents worried about the loss of parking spaces for local shops.")
@@ -160,10 +157,7 @@ def test_two_clients_at_once_both_complete(app):
 def _browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    return pw, pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+    return launch()
 
 
 def _pick(page, label, option):

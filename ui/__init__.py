@@ -198,14 +198,11 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
         prompt.submit(compare, inputs, outputs, api_name=False)
         stop_btn.click(do_stop, None, None, api_name="stop", queue=False)
 
-        def hw_info(fam):
-            return render.hardware_md(service.describe(None if fam in (None, "default") else fam))
-
         def both(fam):
             info = service.describe(None if fam in (None, "default") else fam)
             return render.hardware_md(info), render.model_status_md(info)
 
-        refresh.click(hw_info, [family], [hw_md], api_name=False)
+        refresh.click(both, [family], [hw_md, model_status], api_name=False)
         demo.load(both, [family], [hw_md, model_status], api_name=False)
         gr.Timer(2.0).tick(both, [family], [hw_md, model_status], api_name=False)
 
