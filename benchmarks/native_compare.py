@@ -36,11 +36,14 @@ def native_bin() -> Path:
     return Path(out)
 
 
+REPS = 3  # llama-bench's -r: each round times this many runs on both sides and takes their mean
+
+
 def llama_bench_tg(bin_dir: Path, model: Path, n: int, threads: int) -> float:
     env = {**os.environ, "LD_LIBRARY_PATH": str(bin_dir)}  # a shared-library build finds its own libraries
     out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n", str(n),
-                          "-t", str(threads), "-r", "3", "-o", "json"], check=True, capture_output=True, text=True,
-                         env=env).stdout
+                          "-t", str(threads), "-r", str(REPS), "-o", "json"], check=True, capture_output=True,
+                         text=True, env=env).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
@@ -84,11 +87,14 @@ def main() -> int:
     for _ in range(args.rounds):
         native.append(llama_bench_tg(bin_dir, target, n, threads))
         one = eng.target.tokenize("Hello")[:1]  # tg starts from an (almost) empty context too
-        ours.append(run(eng.target, one, max_tokens=n, stop_at_eos=False).stats.decode_tokens_per_s)
-    res["tg"] = {"native_tok_s": native, "ours_tok_s": ours,
-                 "ratio": statistics.median(ours) / statistics.median(native)}
+        ours.append(statistics.mean(run(eng.target, one, max_tokens=n, stop_at_eos=False).stats.decode_tokens_per_s
+                                    for _ in range(REPS)))
+    pairs = [o / x for o, x in zip(ours, native)]
+    res["tg"] = {"native_tok_s": native, "ours_tok_s": ours, "ratio": statistics.median(ours) / statistics.median(native),
+                 "ratio_of_pairs": statistics.median(pairs)}
     print(f"plain: ours {statistics.median(ours):.1f} tok/s vs llama-bench tg{n} {statistics.median(native):.1f} "
-          f"-> {res['tg']['ratio']:.3f}x", flush=True)
+          f"-> {res['tg']['ratio']:.3f}x (median of the {len(pairs)} rounds' own ratios: {res['tg']['ratio_of_pairs']:.3f}x, "
+          f"from {min(pairs):.3f}x to {max(pairs):.3f}x)", flush=True)
 
     # 2. speculative decoding vs llama-speculative-simple
     prompts = load_prompts()[: args.prompts]
