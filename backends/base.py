@@ -36,6 +36,12 @@ class Detokenizer:
         return self._decoder.decode(b"", final=True)
 
 
+# Batch sizes the exactness check covers when a model loads: every verify pass that policy auto
+# and k = auto make (drafts of up to 8 tokens, control.DraftControl's k_max); a fixed draft length
+# past that is checked when a run asks for it (Engine.check_exact).
+VERIFY_CHECKED = 9
+
+
 class Model(ABC):
     """One loaded model with its own KV cache (a single sequence)."""
 
@@ -131,21 +137,30 @@ class Model(ABC):
         self.last_sync_n = len(context) - n
         return self.prefill(context[n:])
 
-    def batch_invariant(self, probe: list[int] | None = None) -> bool:
-        """Whether a batched pass gives bit-identical logits to one-token passes.
+    def batch_invariant(self, probe: list[int] | None = None, *, upto: int = VERIFY_CHECKED) -> bool:
+        """Whether batched passes of up to ``upto`` tokens give bit-identical logits to one-token
+        passes.
 
         Exact greedy equivalence of speculative and plain decoding rests on it: the target
-        verifies drafts in batches while plain decoding goes one token at a time. The cache
-        is left empty.
+        verifies drafts in batches while plain decoding goes one token at a time. A build may
+        switch kernels at some batch size (stock llama.cpp at 2 tokens, its ARM float16 path at
+        8), so batches of several sizes up to ``upto`` are compared, row by row, with one-token
+        passes over the same tokens (``probe``: ``upto`` + 2 tokens, the first two a prefix).
+        The cache is left empty.
         """
-        probe = probe or [t % self.n_vocab for t in (1, 17, 1000, 42, 7, 300)]
+        if probe is not None:
+            upto = len(probe) - 2
+        probe = probe or [(t * 7919 + 17) % self.n_vocab for t in range(upto + 2)]
+        sizes = sorted({n for n in (2, 3, 5, 9, 17) if n < upto} | {upto})
         self.reset()
         self.prefill(probe[:2])
-        batched = self.eval(probe[2:])
-        self.rollback(2)
         single = np.concatenate([self.eval([t]) for t in probe[2:]])
+        same = True
+        for n in sizes:
+            self.rollback(2)
+            same = same and bool(np.array_equal(self.eval(probe[2 : 2 + n]), single[:n]))
         self.reset()
-        return bool(np.array_equal(batched, single))
+        return same
 
     def describe(self) -> dict:
         return {"backend": self.backend, "path": str(self.path), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx}

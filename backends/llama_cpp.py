@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import BackendError, Model, physical_cores
+from .base import VERIFY_CHECKED, BackendError, Model, physical_cores
 
 _GGUF_MAGIC = b"GGUF"
 _lock = threading.Lock()
@@ -115,6 +115,7 @@ class _Weights:
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._buf = ctypes.create_string_buffer(256)
         self._fingerprint = None
+        self.exactness: dict[int, bool] = {}  # see LlamaCppModel.batch_invariant
 
     def piece(self, token: int, special: bool) -> bytes:
         key = (token, special)
@@ -221,18 +222,22 @@ class LlamaCppModel(Model):
             gpu_layers=self._w.n_gpu_layers,
             threads=self.n_threads,
             file_type=self._w.meta("general.file_type"),
-            batch_invariant=getattr(self._w, "_batch_invariant", None),
+            batch_invariant=self._w.exactness.get(VERIFY_CHECKED),
             build=build_id(),
             llama_cpp=getattr(_llama(), "__version__", "?"),
         )
         return d
 
-    def batch_invariant(self, probe=None) -> bool:
+    def batch_invariant(self, probe=None, *, upto: int = VERIFY_CHECKED) -> bool:
         if probe is not None:
             return super().batch_invariant(probe)
-        if getattr(self._w, "_batch_invariant", None) is None:
-            self._w._batch_invariant = super().batch_invariant()
-        return self._w._batch_invariant
+        known = self._w.exactness  # batch size checked -> passed, for every context on these weights
+        if any(ok and n >= upto for n, ok in known.items()):  # a check covers every size up to its own
+            return True
+        if any(not ok and n <= upto for n, ok in known.items()):
+            return False
+        known[upto] = super().batch_invariant(upto=upto)
+        return known[upto]
 
     def vocab_fingerprint(self):
         if self._w._fingerprint is None:

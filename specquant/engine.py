@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from backends import BackendError, Model, load_model
+from backends.base import VERIFY_CHECKED
 
 from . import routing, sources
 from .control import MAX_DRAFT, DraftControl, Drift
@@ -71,8 +72,10 @@ class Engine:
         self.load_s: dict[str, float] = {}
         self.target = self._load(target)
         # Exactness check, part of loading: does a batched verify pass compute exactly what
-        # one-token plain decoding computes on this build?
+        # one-token plain decoding computes on this build? (Passes of up to VERIFY_CHECKED tokens;
+        # a longer fixed draft is checked when a run asks for it: check_exact.)
         self.exact = self.target.batch_invariant()
+        self.exact_upto = VERIFY_CHECKED
         self._drafts: dict[str, DraftSource | None] = {}
         self._costs: dict[str, Costs] = {}
         self.drift = Drift()  # what runs observe of the target's costs, carried from run to run
@@ -325,6 +328,8 @@ class Engine:
                           stop_at_eos=stop_at_eos, stop=stop)
         src = self.draft(draft)
         control = self.control(draft, k, prior) if src is not None else None
+        if control is not None and control.k_fixed:
+            self.check_exact(control.k_fixed + 1)
         if isinstance(src, ModelDraft):  # this run's settings on its own copy (the model is shared)
             src = copy.copy(src)
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
@@ -337,6 +342,20 @@ class Engine:
             self.drift = control.drift
 
         return _on_done(events, carry)
+
+    def check_exact(self, n: int) -> None:
+        """Before a run whose verify passes hold up to ``n`` tokens, more than loading checked: check
+        them once (outside the run's timing); if they differ from one-token passes, ``exact`` turns
+        False and a warning says so."""
+        if n <= self.exact_upto or not self.exact:
+            return
+        self.exact_upto = n
+        if not self.target.batch_invariant(upto=n):
+            self.exact = False
+            print(f"warning: on this build a verify pass of {n} tokens computes differently from one-token "
+                  f"passes (up to {VERIFY_CHECKED} tokens it is exact): with draft lengths over "
+                  f"{VERIFY_CHECKED - 1} the answer can differ from plain decoding in rare near-ties",
+                  file=sys.stderr)
 
     def alone_model(self, spec: str) -> Model:
         """The quantized copy ``spec`` names (the same loaded model its draft uses; a draft run

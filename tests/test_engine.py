@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backends.base import VERIFY_CHECKED
 from specquant import routing
 from specquant.control import DraftControl
 from specquant.costs import Costs
@@ -139,3 +140,41 @@ def test_a_comparison_says_when_the_machine_changed_speed_between_its_runs():
     drifting = Stats(step_times=[0.010] * 16 + [0.013] * 16)  # ...or during the first
     assert "unreliable" in load_changed(drifting, Stats())
     assert load_changed(Stats(), Stats()) == ""  # too short to tell: no claim
+
+
+class SwitchesKernel(StandIn):
+    """Computes a pass of ``at`` or more tokens slightly differently from one-token passes, as llama.cpp's
+    ARM float16 path does from 8 tokens (stock x86 builds from 2)."""
+
+    at = 8
+
+    def eval(self, tokens):
+        out = super().eval(tokens)
+        return out + np.float32(1e-6) if len(tokens) >= self.at else out
+
+
+def test_the_exactness_check_covers_every_verify_pass_that_policy_auto_makes():
+    m = _stand_in(SwitchesKernel)
+    assert not m.batch_invariant()  # lookup's drafts of 8 tokens are verified in passes of 9
+    assert m.batch_invariant(upto=7)
+    m.at = 17
+    assert m.batch_invariant() and not m.batch_invariant(upto=17)
+    assert m.tokens == []  # the cache is left empty
+
+
+def test_a_longer_fixed_draft_is_checked_once_before_its_run(engine, monkeypatch, capsys):
+    asked = []
+
+    def check(probe=None, *, upto=VERIFY_CHECKED):
+        asked.append(upto)
+        return upto <= 12
+
+    monkeypatch.setattr(engine.target, "batch_invariant", check)
+    monkeypatch.setattr(engine, "exact", True)
+    monkeypatch.setattr(engine, "exact_upto", VERIFY_CHECKED)
+    for k in (8, 11, 11):
+        engine.run("Hello there", draft="lookup", k=k, max_tokens=2)
+    assert asked == [12] and engine.exact  # k = 8 was checked at loading, 11 once
+    engine.run("Hello there", draft="lookup", k=16, max_tokens=2)
+    assert asked == [12, 17] and not engine.exact
+    assert "a verify pass of 17 tokens computes differently" in capsys.readouterr().err
