@@ -17,6 +17,10 @@ order for every batch size, chosen by the CPU:
   a 2-core AVX2 EPYC). Longer batches (prompts, prefilled alike by plain and speculative runs)
   keep tinyBLAS. BF16/F32 weights take ggml's dot products at every batch size there. (The
   tinyBLAS GEMV of the AVX-512 path ran 0.83-0.96x stock on AVX2-only CPUs.)
+- other CPUs (ARM, ...): float weights take ggml's dot products for every pass of up to 48 tokens,
+  one token included. Stock ARM builds switch to tinyBLAS at 8 tokens for float16 (4 for float32),
+  so a verify pass of 8+ tokens summed in another order; checked under emulation by
+  scripts/check_arm.sh (passes of 8-33 tokens differed before, all of 2-33 agree now).
 README "Measured here" has the numbers.
 
 Flash attention on the CPU computes a single token's attention in per-thread chunks of the
@@ -46,7 +50,7 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-PATCH_LEVEL = 3
+PATCH_LEVEL = 4
 LOCAL = f"{VERSION}+specquant.{PATCH_LEVEL}"
 
 SGEMM = "vendor/llama.cpp/ggml/src/ggml-cpu/llamafile/sgemm.cpp"
@@ -141,7 +145,10 @@ EDITS = [
     if (n < 2 || Atype == GGML_TYPE_BF16 || Atype == GGML_TYPE_F32)
         return false;
 #else
-    if (n < 2 && Atype != GGML_TYPE_F16 && Atype != GGML_TYPE_BF16 && Atype != GGML_TYPE_F32)
+    // other CPUs (ARM, ...): float weights take ggml's dot products for every pass of up to 48
+    // tokens, one token included (ARM's float16 tinyBLAS starts at 8 tokens, its float32 one at 4);
+    // longer passes (prompts, prefilled alike by plain and speculative runs) keep sgemm
+    if (n < 2 || (n <= 48 && (Atype == GGML_TYPE_F16 || Atype == GGML_TYPE_BF16 || Atype == GGML_TYPE_F32)))
         return false;
 #endif
 #endif

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install SpecQuant and what it needs.  Usage: bash scripts/setup.sh demo|test
-#   demo: the library, CLI and web demo       test: also the test tools, MLX (CPU build) and a browser
+#   demo: the library, CLI and web demo       test: also the test tools, MLX (CPU build), a browser,
+#   and an ARM cross-compiler with qemu (the patch's ARM exactness check, scripts/check_arm.sh)
 # llama-cpp-python compiles from source (~15 min on 2 cores, once; the wheel is cached), with a
 # small patch that makes one-token and batched passes compute identical logits, which exact
 # (token-identical) verification needs: see scripts/build_llama_cpp.py. Set
@@ -16,11 +17,16 @@ case "${1:-demo}" in
   test)
     python scripts/build_llama_cpp.py
     python -m pip install -e ".[test,ui,mlx]"
-    if ! command -v chromium >/dev/null 2>&1; then
+    # Debian's Chromium for the browser tests; an ARM cross-compiler and qemu for the patch's ARM check
+    missing=""
+    command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+    command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || missing="$missing g++-aarch64-linux-gnu"
+    command -v qemu-aarch64 >/dev/null 2>&1 || missing="$missing qemu-user"
+    if [ -n "$missing" ]; then
       if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
       else
-        echo "note: install Debian's chromium (apt-get install chromium) to run the browser tests" >&2
+        echo "note: install$missing (apt-get) to run the browser tests and the ARM build check" >&2
       fi
     fi
     ;;

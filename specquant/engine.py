@@ -402,9 +402,9 @@ __all__ = ["Engine", "Answer", "InputError", "BackendError", "parse_k"]
 
 
 INEXACT_WARNING = (
-    "warning: this llama-cpp-python build computes a batch of tokens slightly differently from one "
-    "token at a time (llamafile sgemm), so in rare near-ties the speculative answer can differ from "
-    "plain decoding. Build the patched one for exact results (once, ~15 min):\n"
+    "warning: on this llama-cpp-python build a batched verify pass computes slightly differently from "
+    "one token at a time, so in rare near-ties the speculative answer can differ from plain decoding. "
+    "scripts/build_llama_cpp.py builds one that is exact on x86 and ARM CPUs (once, ~15 min):\n"
     "  python scripts/build_llama_cpp.py"
 )
 
