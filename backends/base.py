@@ -146,11 +146,25 @@ class Model(ABC):
         switch kernels at some batch size (stock llama.cpp at 2 tokens, its ARM float16 path at
         8), so batches of several sizes up to ``upto`` are compared, row by row, with one-token
         passes over the same tokens (``probe``: ``upto`` + 2 tokens, the first two a prefix).
-        The cache is left empty.
+        Results are kept (``exactness``); the cache is left empty.
         """
         if probe is not None:
-            upto = len(probe) - 2
-        probe = probe or [(t * 7919 + 17) % self.n_vocab for t in range(upto + 2)]
+            return self._same_logits(probe)
+        known = self.exactness()
+        if any(ok and n >= upto for n, ok in known.items()):  # a check covers every size up to its own
+            return True
+        if any(not ok and n <= upto for n, ok in known.items()):
+            return False
+        known[upto] = self._same_logits([(t * 7919 + 17) % self.n_vocab for t in range(upto + 2)])
+        return known[upto]
+
+    def exactness(self) -> dict[int, bool]:
+        """The exactness checks made so far: batch size checked -> passed (a backend whose models
+        share weights shares them)."""
+        return self.__dict__.setdefault("_exactness", {})
+
+    def _same_logits(self, probe: list[int]) -> bool:
+        upto = len(probe) - 2
         sizes = sorted({n for n in (2, 3, 5, 9, 17) if n < upto} | {upto})
         self.reset()
         self.prefill(probe[:2])

@@ -115,7 +115,7 @@ class _Weights:
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._buf = ctypes.create_string_buffer(256)
         self._fingerprint = None
-        self.exactness: dict[int, bool] = {}  # see LlamaCppModel.batch_invariant
+        self.exactness: dict[int, bool] = {}  # see Model.batch_invariant
 
     def piece(self, token: int, special: bool) -> bytes:
         key = (token, special)
@@ -228,16 +228,8 @@ class LlamaCppModel(Model):
         )
         return d
 
-    def batch_invariant(self, probe=None, *, upto: int = VERIFY_CHECKED) -> bool:
-        if probe is not None:
-            return super().batch_invariant(probe)
-        known = self._w.exactness  # batch size checked -> passed, for every context on these weights
-        if any(ok and n >= upto for n, ok in known.items()):  # a check covers every size up to its own
-            return True
-        if any(not ok and n <= upto for n, ok in known.items()):
-            return False
-        known[upto] = super().batch_invariant(upto=upto)
-        return known[upto]
+    def exactness(self) -> dict[int, bool]:
+        return self._w.exactness  # for every context on these weights
 
     def vocab_fingerprint(self):
         if self._w._fingerprint is None:

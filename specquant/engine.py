@@ -75,7 +75,6 @@ class Engine:
         # one-token plain decoding computes on this build? (Passes of up to VERIFY_CHECKED tokens;
         # a longer fixed draft is checked when a run asks for it: check_exact.)
         self.exact = self.target.batch_invariant()
-        self.exact_upto = VERIFY_CHECKED
         self._drafts: dict[str, DraftSource | None] = {}
         self._costs: dict[str, Costs] = {}
         self.drift = Drift()  # what runs observe of the target's costs, carried from run to run
@@ -344,13 +343,10 @@ class Engine:
         return _on_done(events, carry)
 
     def check_exact(self, n: int) -> None:
-        """Before a run whose verify passes hold up to ``n`` tokens, more than loading checked: check
-        them once (outside the run's timing); if they differ from one-token passes, ``exact`` turns
-        False and a warning says so."""
-        if n <= self.exact_upto or not self.exact:
-            return
-        self.exact_upto = n
-        if not self.target.batch_invariant(upto=n):
+        """Before a run whose verify passes hold up to ``n`` tokens: passes longer than loading checked
+        are checked once (outside the run's timing; the model keeps each result); if they differ from
+        one-token passes, ``exact`` turns False and a warning says so."""
+        if self.exact and not self.target.batch_invariant(upto=n):
             self.exact = False
             print(f"warning: on this build a verify pass of {n} tokens computes differently from one-token "
                   f"passes (up to {VERIFY_CHECKED} tokens it is exact): with draft lengths over "
