@@ -198,7 +198,7 @@ class LlamaCppModel(Model):
         self.eos_ids = self._w.eos_ids
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
         self._lc = lc
-        self._views: dict[int, np.ndarray] = {}  # see _logits
+        self._view: tuple[int, np.ndarray] = (0, np.empty((0, self.n_vocab), np.float32))  # see _logits
 
     # --- facts ---------------------------------------------------------------------------
     @property
@@ -319,11 +319,9 @@ class LlamaCppModel(Model):
         while the buffer stays where it is: building one costs ~60 us after each pass (np.ctypeslib), half a
         per cent of a one-token step of the demo model, where plain decoding is held to llama-bench's speed."""
         addr = ctypes.cast(ptr, ctypes.c_void_p).value
-        view = self._views.get(addr)
-        if view is None or view.shape[0] < rows:
-            view = np.ctypeslib.as_array(ptr, shape=(max(rows, self.n_batch), self.n_vocab))
-            self._views = {addr: view}
-        return view[:rows]
+        if self._view[0] != addr or self._view[1].shape[0] < rows:
+            self._view = (addr, np.ctypeslib.as_array(ptr, shape=(max(rows, self.n_batch), self.n_vocab)))
+        return self._view[1][:rows]
 
     def rollback(self, n_keep: int) -> None:
         if not self.check_rollback(n_keep):
