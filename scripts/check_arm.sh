@@ -5,12 +5,12 @@
 # M-series, Raspberry Pi 5), then runs scripts/batch_invariance.cpp under qemu-user on a float16
 # GGUF: passes of 2..33 tokens against one-token passes, bit for bit (exit status 0 if all equal).
 #   bash scripts/check_arm.sh MODEL.F16.gguf [--stock]        (about 3 min to build, then the run)
-# Needs: apt-get install g++-aarch64-linux-gnu qemu-user
+# Needs: apt-get install g++-aarch64-linux-gnu qemu-user cmake
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$(realpath "$1"); stock=${2:-}
-for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
-  command -v $tool >/dev/null || { echo "check_arm: $tool missing (apt-get install g++-aarch64-linux-gnu qemu-user)" >&2; exit 2; }
+for tool in aarch64-linux-gnu-g++ qemu-aarch64 cmake; do
+  command -v $tool >/dev/null || { echo "check_arm: $tool missing (apt-get install g++-aarch64-linux-gnu qemu-user cmake)" >&2; exit 2; }
 done
 work=$(mktemp -d /tmp/specquant-arm-XXXXXX); trap 'rm -rf "$work"' EXIT
 version=$(python -c "import sys; sys.path.insert(0, 'scripts'); import build_llama_cpp as b; print(b.VERSION)")

@@ -22,6 +22,7 @@ case "${1:-demo}" in
     command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
     command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || missing="$missing g++-aarch64-linux-gnu"
     command -v qemu-aarch64 >/dev/null 2>&1 || missing="$missing qemu-user"
+    command -v cmake >/dev/null 2>&1 || missing="$missing cmake"
     if [ -n "$missing" ]; then
       if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing

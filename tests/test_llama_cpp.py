@@ -125,8 +125,8 @@ def test_file_loaded_twice_is_loaded_once(tiny_paths):
 
 # --- bad input --------------------------------------------------------------------------
 
-@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
-                    reason="needs g++-aarch64-linux-gnu and qemu-user (scripts/setup.sh test installs them)")
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake")),
+                    reason="needs g++-aarch64-linux-gnu, qemu-user and cmake (scripts/setup.sh test installs them)")
 def test_the_patched_build_is_exact_on_arm_too(tiny_paths):
     # llama.cpp's ARM float16 kernels switch to tinyBLAS at 8 tokens; the patch keeps every pass of up
     # to 48 tokens on ggml's dot products there. Cross-compiled for ARMv8.2 + fp16 and run under qemu.
