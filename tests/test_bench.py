@@ -91,3 +91,33 @@ def test_spec_bench_bad_lines_name_the_line(tmp_path, line, says):
     f = _write(tmp_path / "question.jsonl", [QUESTIONS[0], line])
     with pytest.raises(ValueError, match=says):
         load_prompts(f)
+
+
+def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_paths):
+    # benchmarks/never_slower.py judges `specquant bench` results against the promises' targets.
+    import copy
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from never_slower import verdicts
+
+    eng = Engine(tiny_paths["F16"], n_ctx=512, draft_files={"q4_0": tiny_paths["Q4_0"]})
+    res = run_bench(eng, load_prompts()[:3], [("lookup", "auto"), ("q4_0", "auto")], policies=["auto"],
+                    max_tokens=16, alone=[], max_repeats=1)
+    rows = {r["check"]: r for r in verdicts({"tg": {"ratio": 0.99, "ratio_of_pairs": 0.98}}, {"set": res})}
+    assert set(rows) == {"plain vs stock llama-bench tg (ratio of medians)", "set: every output identical to plain",
+                         "set: lookup k=auto, worst prompt", "set: q4_0 k=auto, worst prompt",
+                         "set: policy auto, total", "set: policy auto, vs the oracle", "set: policy auto, worst prompt"}
+    assert rows["set: every output identical to plain"]["ok"]  # the speculative runs are exact
+    assert rows["set: policy auto, total"]["value"] == res["summary"]["policy auto"]["speedup"]
+
+    bad = copy.deepcopy(res)  # the tiny model's own speed-ups are noise: set the figures judged
+    bad["summary"]["q4_0 k=auto"].update(identical=2, min_speedup=0.90)
+    bad["summary"]["lookup k=auto"].update(min_speedup=0.89)
+    bad["summary"]["policy auto"].update(speedup=1.0, vs_oracle=None, min_speedup=0.95)
+    worse = {r["check"]: r for r in verdicts({"tg": {"ratio": 0.96}}, {"set": bad})}
+    missed = {c for c, r in worse.items() if not r["ok"]}
+    assert missed == {"plain vs stock llama-bench tg (ratio of medians)", "set: every output identical to plain",
+                      "set: lookup k=auto, worst prompt", "set: policy auto, vs the oracle"}
+    assert "q4_0 k=auto" in worse["set: every output identical to plain"]["note"]

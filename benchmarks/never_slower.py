@@ -1,0 +1,173 @@
+"""SpecQuant's two promises on this machine, checked in one command: a verdict per target.
+
+1. Plain decoding through SpecQuant against stock llama.cpp's ``llama-bench`` tg, same F16 file
+   (``native_compare.py``, rounds interleaved).
+2. ``specquant bench`` over the bundled prompts and over the held-out set
+   (``benchmarks/heldout_prompts.json``, written once and never tuned on): policy auto, and
+   each draft forced with k = auto; every output must be identical to plain decoding.
+
+Targets (issue "Never slower, on any machine"): plain >= 0.97x stock; policy auto >= 1.0x plain
+in total, >= 0.95x the per-prompt oracle, no prompt below 0.95x; a forced draft with k = auto:
+no prompt below 0.90x (per-prompt figures are medians of interleaved rounds).
+
+The targets hold per CPU profile, so the result records the CPU's vector extensions and what
+the installed llama.cpp was built with. On an AVX-512 machine run it twice: with the native
+build, then with an AVX2-only build (``../shared/NOTES.md``: ``CMAKE_ARGS`` with
+``-DGGML_NATIVE=OFF`` and AVX-512 off, for both this build and the stock tools).
+
+    python benchmarks/never_slower.py [--native-bin DIR] [--out-dir bench-results/never-slower]
+    python benchmarks/never_slower.py --evaluate DIR    # verdicts from results already there
+
+Takes about 45 minutes on 2 cores (the stock tools' build, ~15 minutes, once more the first time).
+Exit status 0 when every target is met.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from common import ROOT, write_result  # noqa: E402 - also puts the project on sys.path
+
+PLAIN_VS_STOCK = 0.97
+POLICY_TOTAL, POLICY_VS_ORACLE, POLICY_WORST = 1.0, 0.95, 0.95
+FORCED_WORST = 0.90
+SETS = {"bundled": None, "held-out": "benchmarks/heldout_prompts.json"}
+
+
+def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
+    """Each target against the measured figure: ``native`` is native_compare's result,
+    ``benches`` maps a prompt set's name to ``specquant bench``'s result on it."""
+    out = []
+
+    def check(what: str, value, target: float, note: str = "") -> None:
+        out.append({"check": what, "value": value, "target": target,
+                    "ok": value is not None and value >= target, "note": note})
+
+    if native is not None:
+        tg = native["tg"]
+        pairs = tg.get("ratio_of_pairs")
+        check("plain vs stock llama-bench tg (ratio of medians)", tg["ratio"], PLAIN_VS_STOCK,
+              f"median of the rounds' own ratios {pairs:.3f}x" if pairs else "")
+    for name, res in benches.items():
+        n = len(res["prompts"])
+        configs = {c: s for c, s in res["summary"].items() if not c.startswith("oracle")}
+        differ = [c for c, s in configs.items() if s["identical"] < n]
+        out.append({"check": f"{name}: every output identical to plain", "value": min(s["identical"] for s in
+                    configs.values()), "target": n, "ok": not differ,
+                    "note": f"differing: {', '.join(differ)}" if differ else f"{len(configs)} configurations"})
+        for config, s in configs.items():
+            if config == "policy auto":
+                check(f"{name}: policy auto, total", s["speedup"], POLICY_TOTAL)
+                check(f"{name}: policy auto, vs the oracle", s.get("vs_oracle"), POLICY_VS_ORACLE)
+                check(f"{name}: policy auto, worst prompt", s["min_speedup"], POLICY_WORST, _worst(res, config))
+            elif config.endswith("k=auto"):
+                check(f"{name}: {config}, worst prompt", s["min_speedup"], FORCED_WORST, _worst(res, config))
+    return out
+
+
+def _worst(res: dict, config: str) -> str:
+    """The worst prompt, what it drafted, and its rounds (a prompt that drafted nothing ran plain
+    decoding: its figure is the measurement's noise)."""
+    rows = [(r["speedup"], e["id"], r) for e in res["prompts"] if (r := e["runs"][config])["speedup"] is not None]
+    if not rows:
+        return ""
+    _, pid, r = min(rows, key=lambda x: x[0])
+    chose = f"chose {r['decision']}, " if "decision" in r else ""
+    rounds = " / ".join(f"{x:.2f}" for x in r.get("speedup_rounds", []))
+    return f"{pid}: {chose}{r['drafted']} tokens drafted; rounds {rounds}"
+
+
+def cpu_profile() -> dict:
+    """The CPU's vector extensions and what the installed llama.cpp uses of them."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode()
+    return {"cpu_avx512": sorted(f for f in flags if f.startswith("avx512")), "cpu_avx2": "avx2" in flags,
+            "llama_cpp": llama_cpp.__version__, "llama_cpp_features": info.strip(),
+            "build_avx512": bool(re.search(r"AVX512\w* = 1", info))}
+
+
+def to_markdown(profile: dict, rows: list[dict]) -> str:
+    ok = all(r["ok"] for r in rows)
+    out = ["# Never slower: this machine's verdict", "",
+           f"CPU: AVX-512 {', '.join(profile['cpu_avx512']) or 'none'}; AVX2 {'yes' if profile['cpu_avx2'] else 'no'}. "
+           f"llama.cpp {profile['llama_cpp']} built with AVX-512: {'yes' if profile['build_avx512'] else 'no'}.", "",
+           "| check | measured | target | |", "|---|---|---|---|"]
+    for r in rows:
+        v = r["value"]
+        shown = f"{v:.3f}x" if isinstance(v, float) else ("-" if v is None else str(v))
+        tgt = f">= {r['target']:.2f}x" if isinstance(r["target"], float) else f"{r['target']}"
+        note = f" ({r['note']})" if r["note"] else ""
+        out.append(f"| {r['check']}{note} | {shown} | {tgt} | {'met' if r['ok'] else '**missed**'} |")
+    out += ["", "Every target met." if ok else "Some targets missed (above)."]
+    return "\n".join(out)
+
+
+def measure(out_dir: Path, native_bin: str | None, model: str, min_seconds: float, max_repeats: int) -> None:
+    py = sys.executable
+    write_result(cpu_profile(), out_dir / "profile.json")
+    cmd = [py, str(ROOT / "benchmarks" / "native_compare.py"), "--drafts", "", "--rounds", "11",
+           "--max-tokens", "64", "--out", str(out_dir / "native.json")]
+    if native_bin:
+        cmd += ["--native-bin", native_bin]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    for name, prompts in SETS.items():
+        cmd = [py, "-m", "specquant", "bench", "--model", model, "--drafts", "q4_0,q8,lookup", "--k", "auto",
+               "--policies", "auto", "--alone", "", "--min-seconds", str(min_seconds),
+               "--max-repeats", str(max_repeats),
+               "--out", str(out_dir / name)]
+        if prompts:
+            cmd += ["--prompts", str(ROOT / prompts)]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def evaluate(out_dir: Path) -> tuple[dict, list[dict]]:
+    native_f = out_dir / "native.json"
+    native = json.loads(native_f.read_text()) if native_f.exists() else None
+    benches = {}
+    for name in SETS:
+        f = out_dir / name / "bench.json"
+        if not f.exists():
+            raise SystemExit(f"{f} is missing: run without --evaluate first")
+        benches[name] = json.loads(f.read_text())
+    return native, verdicts(native, benches)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out-dir", default="bench-results/never-slower")
+    ap.add_argument("--native-bin", help="a folder with stock llama.cpp's llama-bench (default: build it)")
+    ap.add_argument("--model", default="demo", help="the model to bench (default: demo)")
+    ap.add_argument("--min-seconds", type=float, default=5.0,
+                    help="bench rounds per prompt: until plain has run this long (default 5; a prompt's median "
+                         "over 3 rounds still moves by +-3%% on a 2-core VM, more than the targets' margins)")
+    ap.add_argument("--max-repeats", type=int, default=12)
+    ap.add_argument("--evaluate", metavar="DIR", help="only judge the results already in DIR")
+    args = ap.parse_args()
+    out_dir = Path(args.evaluate or args.out_dir)
+    if not args.evaluate:
+        measure(out_dir, args.native_bin, args.model, args.min_seconds, args.max_repeats)
+    native, rows = evaluate(out_dir)
+    f = out_dir / "profile.json"  # the machine that measured, not necessarily this one
+    profile = json.loads(f.read_text()) if f.exists() else cpu_profile()
+    write_result({"profile": profile, "verdicts": rows}, out_dir / "verdicts.json")
+    md = to_markdown(profile, rows)
+    (out_dir / "verdicts.md").write_text(md + "\n")
+    print(md)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
