@@ -100,13 +100,15 @@ def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_pa
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from never_slower import verdicts
+    from never_slower import noise_floor, verdicts
 
     eng = Engine(tiny_paths["F16"], n_ctx=512, draft_files={"q4_0": tiny_paths["Q4_0"]})
     res = run_bench(eng, load_prompts()[:3], [("lookup", "auto"), ("q4_0", "auto")], policies=["auto"],
                     max_tokens=16, alone=[], max_repeats=1)
     rows = {r["check"]: r for r in verdicts({"tg": {"ratio": 0.99, "ratio_of_pairs": 0.98}}, {"set": res})}
-    assert set(rows) == {"plain vs stock llama-bench tg (ratio of medians)", "set: every output identical to plain",
+    tg = "plain vs stock llama-bench tg (median of the rounds' ratios)"
+    floor = "set: noise floor (plain decoding judged as a configuration), worst prompt"
+    assert set(rows) == {tg, floor, "set: every output identical to plain",
                          "set: lookup k=auto, worst prompt", "set: q4_0 k=auto, worst prompt",
                          "set: policy auto, total", "set: policy auto, vs the oracle", "set: policy auto, worst prompt"}
     assert rows["set: every output identical to plain"]["ok"]  # the speculative runs are exact
@@ -116,8 +118,24 @@ def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_pa
     bad["summary"]["q4_0 k=auto"].update(identical=2, min_speedup=0.90)
     bad["summary"]["lookup k=auto"].update(min_speedup=0.89)
     bad["summary"]["policy auto"].update(speedup=1.0, vs_oracle=None, min_speedup=0.95)
-    worse = {r["check"]: r for r in verdicts({"tg": {"ratio": 0.96}}, {"set": bad})}
-    missed = {c for c, r in worse.items() if not r["ok"]}
-    assert missed == {"plain vs stock llama-bench tg (ratio of medians)", "set: every output identical to plain",
+    worse = {r["check"]: r for r in verdicts({"tg": {"ratio": 0.98, "ratio_of_pairs": 0.96}}, {"set": bad})}
+    missed = {c for c, r in worse.items() if r["ok"] is False}
+    assert missed == {tg, "set: every output identical to plain",
                       "set: lookup k=auto, worst prompt", "set: policy auto, vs the oracle"}
     assert "q4_0 k=auto" in worse["set: every output identical to plain"]["note"]
+
+    # The noise floor judges plain runs as the bench judges a configuration: against the plain runs
+    # either side. Runs that all took as long: 1.0; one prompt's middle plain runs 10% slower: below.
+    even = copy.deepcopy(res)
+    for e in even["prompts"]:
+        e["plain_runs_s"] = [1.0] * len(e["plain_runs_s"])
+    assert noise_floor(even) == 1.0
+    n = len(even["summary"]) - 1  # configurations per round; each round has n + 1 plain runs
+    for i in range(0, len(even["prompts"][0]["plain_runs_s"]), n + 1):
+        even["prompts"][0]["plain_runs_s"][i + 1:i + n] = [1.2] * (n - 1)
+    floor = noise_floor(even)
+    assert 1 / 1.2 <= floor < 0.95
+    bad["summary"]["policy auto"].update(min_speedup=(floor + 0.95) / 2)  # no lower than plain itself: said so
+    floor_row = {r["check"]: r for r in verdicts(None, {"set": even | {"summary": bad["summary"]}})}
+    assert "within the noise" in floor_row["set: policy auto, worst prompt"]["note"]
+    assert floor_row["set: policy auto, worst prompt"]["ok"] is False
