@@ -2,11 +2,17 @@
 # Build llama.cpp's own reference tools (llama-bench, llama-speculative-simple) from the
 # llama.cpp vendored in the installed llama-cpp-python's sdist, with the same native CPU
 # flags, so benchmarks compare like with like. ~15 min on 2 cores; cached afterwards.
+# CMAKE_ARGS is passed through last (it wins), as scripts/build_llama_cpp.py does for SpecQuant's
+# build, so both sides can be built for another CPU profile, e.g. AVX2 only on an AVX-512 machine:
+#   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
 # Usage: bash benchmarks/build_native.sh   -> prints the bin directory
 set -euo pipefail
 ver=$(python3 -c "import llama_cpp; print(llama_cpp.__version__.split('+')[0])")  # stock llama.cpp, without our patch
 cache="${SPECQUANT_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/specquant}/native/llama-cpp-python-$ver"
-bin="$cache/build/bin"
+extra="${CMAKE_ARGS:-}"
+build="$cache/build"
+if [ -n "$extra" ]; then build="$cache/build-$(printf '%s' "$extra" | sha1sum | cut -c1-10)"; fi
+bin="$build/bin"
 if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-speculative-simple" ]; then echo "$bin"; exit 0; fi
 mkdir -p "$cache"
 if [ ! -d "$cache/src" ]; then
@@ -16,7 +22,8 @@ if [ ! -d "$cache/src" ]; then
   mv "$tmp/llama_cpp_python-$ver/vendor/llama.cpp" "$cache/src"
   rm -rf "$tmp"
 fi
-cmake -S "$cache/src" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >&2
-cmake --build "$cache/build" -j "$(nproc)" --target llama-bench llama-speculative-simple >&2
+# shellcheck disable=SC2086  # CMAKE_ARGS is a list of flags
+cmake -S "$cache/src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF $extra >&2
+cmake --build "$build" -j "$(nproc)" --target llama-bench llama-speculative-simple >&2
 echo "$bin"

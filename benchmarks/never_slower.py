@@ -12,8 +12,13 @@ no prompt below 0.90x (per-prompt figures are medians of interleaved rounds).
 
 The targets hold per CPU profile, so the result records the CPU's vector extensions and what
 the installed llama.cpp was built with. On an AVX-512 machine run it twice: with the native
-build, then with an AVX2-only build (``../shared/NOTES.md``: ``CMAKE_ARGS`` with
-``-DGGML_NATIVE=OFF`` and AVX-512 off, for both this build and the stock tools).
+build, then with SpecQuant's build and the stock tools both built for AVX2 only (each cached
+apart, keyed by CMAKE_ARGS; about 30 minutes of building on 2 cores):
+
+    python benchmarks/never_slower.py --out-dir bench-results/never-slower-native
+    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
+    python scripts/build_llama_cpp.py && python benchmarks/never_slower.py --out-dir bench-results/never-slower-avx2
+    unset CMAKE_ARGS; python scripts/build_llama_cpp.py     # the native build back
 
     python benchmarks/never_slower.py [--native-bin DIR] [--out-dir bench-results/never-slower]
     python benchmarks/never_slower.py --evaluate DIR    # verdicts from results already there
@@ -132,7 +137,8 @@ def to_markdown(profile: dict, rows: list[dict]) -> str:
         shown = f"{v:.3f}x" if isinstance(v, float) else ("-" if v is None else str(v))
         tgt = f">= {r['target']:.2f}x" if isinstance(r["target"], float) else f"{r['target']}"
         note = f" ({r['note']})" if r["note"] else ""
-        out.append(f"| {r['check']}{note} | {shown} | {tgt} | {'' if r['ok'] is None else 'met' if r['ok'] else '**missed**'} |")
+        verdict = "" if r["ok"] is None else "met" if r["ok"] else "**missed**"
+        out.append(f"| {r['check']}{note} | {shown} | {tgt} | {verdict} |")
     out += ["", "Every target met." if ok else "Some targets missed (above)."]
     return "\n".join(out)
 
