@@ -102,29 +102,43 @@ def test_detect_this_machine():
 
 
 def test_calibrated_costs_agree_with_direct_measurement(smol_paths, tmp_path, monkeypatch):
-    """On the real SmolLM2 family: the engine's calibration vs timing the same passes directly."""
+    """On the real SmolLM2 family: the engine's calibration vs timing the same passes directly.
+    The two are seconds apart and this VM's speed moves by 20-30% now and then, so a pair that
+    disagrees is measured again (up to three times); a calibration that measured the wrong thing
+    disagrees every time."""
     monkeypatch.setenv("SPECQUANT_HOME", str(tmp_path))  # no cached calibration
-    from specquant.engine import Engine
+    from specquant.costs import measure_costs
+    from specquant.drafts import top_probability
+    from specquant.engine import CALIBRATION_TEXT, Engine
 
     eng = Engine(smol_paths["F16"], draft_files={"q8": smol_paths["Q8_0"]}, n_ctx=1024)
-    c = eng.costs("q8")
-    # Direct: a plain run's per-pass time, and the draft model stepping on its own (with the
-    # p_min check on its logits, as a draft step in a run and in the calibration has).
-    from specquant.drafts import top_probability
-
-    runs = [eng.run("Write a short poem about the sea.", draft="none", max_tokens=48) for _ in range(3)]
-    step = statistics.median(r.stats.verify_s / r.stats.target_passes for r in runs)
     d = eng.draft("q8").model
-    d.reset()
-    d.prefill(eng.target.tokenize("Write a short poem about the sea and the sky."))
-    times = []
-    for t in range(40):
-        t0 = time.perf_counter()
-        top_probability(d.eval([100 + t])[-1])
-        times.append(time.perf_counter() - t0)
-    d.reset()
+
+    def direct():
+        """A plain run's per-pass time, and the draft model stepping on its own (with the p_min
+        check on its logits, as a draft step in a run and in the calibration has)."""
+        runs = [eng.run("Write a short poem about the sea.", draft="none", max_tokens=48) for _ in range(3)]
+        step = statistics.median(r.stats.verify_s / r.stats.target_passes for r in runs)
+        d.reset()
+        d.prefill(eng.target.tokenize("Write a short poem about the sea and the sky."))
+        times = []
+        for t in range(40):
+            t0 = time.perf_counter()
+            top_probability(d.eval([100 + t])[-1])
+            times.append(time.perf_counter() - t0)
+        d.reset()
+        return step, statistics.median(times)
+
+    c = eng.costs("q8")  # the engine's own calibration first, then the same measurement again
+    for attempt in range(3):
+        if attempt:
+            c = measure_costs(eng.target, d, context=eng.target.tokenize(CALIBRATION_TEXT))
+        step, draft_step = direct()
+        if c.T(1) == pytest.approx(step, rel=0.2) and c.draft_step == pytest.approx(draft_step, rel=0.2):
+            break
     assert c.T(1) == pytest.approx(step, rel=0.2)
-    assert c.draft_step == pytest.approx(statistics.median(times), rel=0.2)
+    assert c.draft_step == pytest.approx(draft_step, rel=0.2)
+    c = eng.costs("q8")
     assert eng.costs("lookup").verify == c.verify  # lookup reuses the target's timings
 
 
