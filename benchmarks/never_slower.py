@@ -67,7 +67,7 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
     below its target but not below the set's noise floor (``noise_floor``) says so."""
     out = []
 
-    def check(what: str, value, target: float, note: str = "", floor: float | None = None) -> None:
+    def check(what: str, value, target: float | int, note: str = "", floor: float | None = None) -> None:
         ok = value is not None and value >= target
         if not ok and value is not None and floor is not None and value >= floor:
             note += f"; within the noise: plain decoding judged the same way has its worst prompt at {floor:.3f}x"
@@ -83,9 +83,8 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
         out.append({"check": f"{name}: noise floor (plain decoding judged as a configuration), worst prompt",
                     "value": floor, "target": "-", "ok": None, "note": "for reference"})
         differ = [c for c, s in configs.items() if s["identical"] < n]
-        out.append({"check": f"{name}: every output identical to plain", "value": min(s["identical"] for s in
-                    configs.values()), "target": n, "ok": not differ,
-                    "note": f"differing: {', '.join(differ)}" if differ else f"{len(configs)} configurations"})
+        check(f"{name}: every output identical to plain", min(s["identical"] for s in configs.values()), n,
+              f"differing: {', '.join(differ)}" if differ else f"{len(configs)} configurations")
         for config, s in configs.items():
             if config == "policy auto":
                 check(f"{name}: policy auto, total", s["speedup"], POLICY_TOTAL)

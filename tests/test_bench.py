@@ -93,13 +93,12 @@ def test_spec_bench_bad_lines_name_the_line(tmp_path, line, says):
         load_prompts(f)
 
 
-def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_paths):
+def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_paths, monkeypatch):
     # benchmarks/never_slower.py judges `specquant bench` results against the promises' targets.
     import copy
-    import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from never_slower import noise_floor, verdicts
 
     eng = Engine(tiny_paths["F16"], n_ctx=512, draft_files={"q4_0": tiny_paths["Q4_0"]})
