@@ -174,7 +174,8 @@ def evaluate(out_dir: Path) -> tuple[dict, list[dict]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out-dir", default="bench-results/never-slower")
+    ap.add_argument("--out-dir", default="bench-results/never-slower",
+                    help="where the results and the verdicts go (default bench-results/never-slower)")
     ap.add_argument("--native-bin", help="a folder with stock llama.cpp's llama-bench (default: build it)")
     ap.add_argument("--model", default="demo", help="the model to bench (default: demo)")
     ap.add_argument("--min-seconds", type=float, default=5.0,
