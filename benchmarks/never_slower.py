@@ -48,7 +48,8 @@ def noise_floor(res: dict) -> float | None:
     """The worst prompt of a configuration that changes nothing: plain runs judged exactly as the
     bench judges a configuration, against the plain runs either side of them, over the same rounds
     (each round of the bench runs plain between every two configurations). On a shared 2-core VM
-    this alone comes out at 0.93-0.96x: below that, a worst prompt is not told apart from noise."""
+    this alone came out at 0.93-0.95x with 2-12 rounds a prompt, 0.97x with 8-16 (the defaults):
+    below it, a worst prompt is not told apart from noise."""
     n = sum(1 for c in res["summary"] if not c.startswith("oracle"))  # configurations per round
     worst = []
     for j in range(1, n):  # the plain runs with a plain run on either side (two slots away)
