@@ -125,10 +125,15 @@ def _vocab_fields(src: Path) -> dict:
 
 def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2,
                     n_head: int = 4, n_head_kv: int = 2, n_ff: int = 192, n_ctx: int = 2048,
-                    scale: float = 1.0, rope_base: float = 10000.0, split_max_tensors: int = 0) -> Path:
+                    scale: float = 1.0, rope_base: float = 10000.0, split_max_tensors: int = 0,
+                    shared_values: bool = False) -> Path:
     """A llama-architecture GGUF with random weights and a real vocabulary, written atomically;
     with ``split_max_tensors``, in shards as the Hub has large models (``NAME-00001-of-0000N.gguf``
-    beside ``path``, written in place), returning the first."""
+    beside ``path``, written in place), returning the first.
+
+    ``shared_values``: every matrix of one scale is a view of the same random block (drawn once),
+    for models of billions of weights written only to time passes (a pass's time does not depend
+    on the values): a 7B model is then written in seconds instead of minutes."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -160,8 +165,16 @@ def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64,
     if "tokenizer.chat_template" in vocab:
         w.add_chat_template(vocab["tokenizer.chat_template"])
 
+    blocks: dict[float, np.ndarray] = {}
+
     def mat(rows, cols, std):  # numpy shape (rows, cols) = GGUF ne [cols, rows]
-        return (rng.standard_normal((rows, cols)) * std * scale).astype(np.float16)
+        if not shared_values:
+            return (rng.standard_normal((rows, cols)) * std * scale).astype(np.float16)
+        block = blocks.get(std)
+        if block is None or block.size < rows * cols:
+            size = max(n_vocab * n_embd, n_ff * n_embd, n_embd * n_embd)
+            block = blocks[std] = (rng.standard_normal(size, dtype=np.float32) * (std * scale)).astype(np.float16)
+        return block[: rows * cols].reshape(rows, cols)
 
     hd = n_embd // n_head
     w.add_tensor("token_embd.weight", mat(n_vocab, n_embd, 1.0))

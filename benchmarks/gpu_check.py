@@ -1,0 +1,177 @@
+"""The CUDA path on a real GPU: exactness of batched verify passes and the costs the router needs.
+
+Run by ``benchmarks/gpu_check.sh`` on a lent GPU machine (nothing can be downloaded there), and
+on any machine to try it (on a CPU the same code times the CPU). Each command writes one JSON:
+
+  exactness   for each model file: the load-time check (``batch_invariant``, passes of up to 9
+              tokens) and, per batch size n, whether the n rows of one batched pass are
+              bit-identical to n one-token passes, their largest difference, and how many rows'
+              top token differs
+  synthetic   llama-architecture models with random weights at 0.5B / 1.7B / 7B sizes and
+              SmolLM2's vocabulary, written on the spot (``write_tiny_gguf(shared_values=True)``),
+              the larger ones quantized to Q8_0 / Q4_0; per target size, the router's own
+              calibration (``costs.measure_costs``): a target pass over n = 1..9 tokens in
+              one-token steps, and the Q8_0, Q4_0 and 0.5B-sibling drafts' steps and prefill
+
+Usage: python benchmarks/gpu_check.py exactness --out F MODEL.gguf [MODEL.gguf ...]
+       python benchmarks/gpu_check.py synthetic --out F --vocab VOCAB.gguf [--sizes 1.7b,7b] [--deadline S]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backends import load_model  # noqa: E402
+from backends.base import VERIFY_CHECKED  # noqa: E402
+from specquant.costs import measure_costs  # noqa: E402
+
+# llama-architecture shapes (SmolLM2's 49152-token vocabulary, tied embeddings): the sizes the
+# router meets on a GPU. 7B: Llama-2-7B's layers; 1.7B: SmolLM2-1.7B's; 0.5B: a Qwen2.5-0.5B-sized
+# sibling (0.51B with this vocabulary).
+SHAPES = {
+    "0.5b": dict(n_embd=1024, n_layer=24, n_head=16, n_head_kv=16, n_ff=4864),
+    "1.7b": dict(n_embd=2048, n_layer=24, n_head=32, n_head_kv=32, n_ff=8192),
+    "7b": dict(n_embd=4096, n_layer=32, n_head=32, n_head_kv=32, n_ff=11008),
+}
+BATCHES = (2, 3, 4, 5, 6, 7, 8, 9, 12, 17, 33)
+CONTEXT = ("Explain, step by step, how a refrigerator moves heat from its inside to the room around it, "
+           "and why the back of the appliance feels warm while the food inside stays cold.")
+
+
+def environment() -> dict:
+    import llama_cpp
+
+    from backends.llama_cpp import build_id, gpu_offload, patched_build
+    from specquant.hardware import _nvidia_smi
+
+    smi = _nvidia_smi()
+    return {"gpu": smi[0] if smi else None, "gpu_memory_bytes": smi[1] if smi else 0,
+            "llama_cpp": llama_cpp.__version__, "gpu_offload": gpu_offload(), "patched_build": patched_build(),
+            "build": build_id(), "cpu_count": os.cpu_count()}
+
+
+def batch_report(model, sizes=BATCHES) -> dict:
+    """Per batch size n: one batched pass over n tokens against n one-token passes, after the
+    same 2-token prefix (as ``Model.batch_invariant`` compares, but every size kept apart)."""
+    sizes = [n for n in sizes if n + 2 < model.n_ctx]
+    probe = [(t * 7919 + 17) % model.n_vocab for t in range(max(sizes) + 2)]
+    model.reset()
+    model.prefill(probe[:2])
+    single = np.concatenate([model.eval([t]) for t in probe[2:]])
+    out = {}
+    for n in sizes:
+        model.rollback(2)
+        batch = model.eval(probe[2 : 2 + n])
+        diff = np.abs(batch.astype(np.float64) - single[:n])
+        out[str(n)] = {"identical": bool(np.array_equal(batch, single[:n])), "max_abs_diff": float(diff.max()),
+                       "rows_differing": int((diff.max(axis=1) > 0).sum()),
+                       "top_token_differs": int((batch.argmax(axis=1) != single[:n].argmax(axis=1)).sum())}
+    model.reset()
+    return out
+
+
+def exactness(paths: list[str]) -> dict:
+    res = {"environment": environment(), "models": {}}
+    for p in paths:
+        m = load_model(p, "llama.cpp", n_ctx=512)
+        res["models"][Path(p).name] = {"on_gpu": m.on_gpu, "n_params": m.describe().get("n_params"),
+                                       f"batch_invariant_upto_{VERIFY_CHECKED}": m.batch_invariant(),
+                                       "batches": batch_report(m)}
+    return res
+
+
+def _costs(target, draft, context, curve=None) -> dict:
+    c = measure_costs(target, draft, context=context, ns=tuple(range(1, 10)), rounds=10, budget_s=3.0, curve=curve)
+    return c.to_dict()
+
+
+def synthetic(vocab: Path, sizes: list[str], work: Path, deadline: float, write) -> dict:
+    from specquant.models import _vocab_fields, write_tiny_gguf
+    from specquant.quantize import quantize
+
+    t_start = time.monotonic()
+    fields = _vocab_fields(vocab)
+    work.mkdir(parents=True, exist_ok=True)
+    res = {"environment": environment(), "shapes": {s: SHAPES[s] for s in ["0.5b", *sizes]}, "sizes": {}}
+
+    def make(name: str) -> Path:
+        p = work / f"synthetic-{name}.F16.gguf"
+        if not p.exists():
+            t0 = time.monotonic()
+            write_tiny_gguf(p, fields, seed=7, shared_values=True, **SHAPES[name])
+            res.setdefault("write_s", {})[name] = round(time.monotonic() - t0, 1)
+        return p
+
+    sibling = load_model(make("0.5b"), "llama.cpp", n_ctx=4096)
+    for size in sizes:
+        if time.monotonic() - t_start > deadline:
+            res["sizes"][size] = {"skipped": f"deadline of {deadline:.0f} s reached"}
+            break
+        parent = make(size)
+        r = res["sizes"][size] = {}
+        target = load_model(parent, "llama.cpp", n_ctx=4096)
+        context = target.tokenize(CONTEXT)
+        r.update(on_gpu=target.on_gpu, n_params=target.describe().get("n_params"),
+                 batch_invariant=target.batch_invariant(), batches=batch_report(target, (2, 3, 5, 9, 17)))
+        curve = r["target"] = _costs(target, None, context)
+        write(res)
+        from specquant.costs import Costs
+
+        curve_c = Costs.from_dict(curve)
+        r["drafts"] = {}
+        for q in ("Q8_0", "Q4_0", "sibling-0.5b"):
+            if time.monotonic() - t_start > deadline:
+                r["drafts"][q] = {"skipped": "deadline"}
+                continue
+            if q.startswith("sibling"):
+                draft = sibling
+            else:
+                t0 = time.monotonic()
+                draft = load_model(quantize(parent, q, out_dir=work), "llama.cpp", n_ctx=4096)
+                r.setdefault("quantize_load_s", {})[q] = round(time.monotonic() - t0, 1)
+            r["drafts"][q] = _costs(target, draft, context, curve=curve_c)
+            write(res)
+    res["total_s"] = round(time.monotonic() - t_start, 1)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("exactness")
+    e.add_argument("models", nargs="+")
+    e.add_argument("--out", required=True)
+    s = sub.add_parser("synthetic")
+    s.add_argument("--vocab", required=True, type=Path, help="a GGUF whose tokenizer the models take")
+    s.add_argument("--sizes", default="1.7b,7b", help="target sizes, comma-separated (of 1.7b, 7b, 0.5b)")
+    s.add_argument("--work", type=Path, default=Path("/tmp/specquant-synthetic"), help="where the files go")
+    s.add_argument("--deadline", type=float, default=300.0, help="start no new size or draft after this many s")
+    s.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+
+    def write(res):
+        out.write_text(json.dumps(res, indent=1))
+
+    if a.cmd == "exactness":
+        write(exactness(a.models))
+    else:
+        sizes = [x.strip().lower() for x in a.sizes.split(",") if x.strip()]
+        bad = [x for x in sizes if x not in SHAPES]
+        if bad:
+            ap.error(f"unknown size {bad[0]!r}: choose from {', '.join(SHAPES)}")
+        write(synthetic(a.vocab, sizes, a.work, a.deadline, write))
+    print(out.read_text()[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

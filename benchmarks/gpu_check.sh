@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The CUDA path on a lent GPU machine (H100/H200: CUDA, Python 3.12, no network), in two calls
+# that follow each other while the machine stays warm (the demo model is too big to carry in one):
+#
+#   bash benchmarks/gpu_check.sh build      builds the patched llama-cpp-python with CUDA into
+#       /tmp/site (~4 min on 16 cores), then exactness of tiny models on the GPU and the router's
+#       costs at 1.7B and 7B with synthetic weights (benchmarks/gpu_check.py)
+#   bash benchmarks/gpu_check.sh demo       the SmolLM2 demo files (F16 target, Q8_0 / Q4_K_M / Q4_0
+#       drafts made there), their exactness, the equivalence tests on the GPU, and
+#       `specquant bench --model demo` plain vs drafts vs policy auto
+#
+# What it reads, prepared here (the folders are ignored by git; carry them):
+#   .gpu/   llama-cpp-python-src.tgz (the sdist slimmed by ../shared/gpu/make-carry.sh and patched by
+#           scripts/build_llama_cpp.py's patch()), the gguf and diskcache wheels, vocab.gguf (a GGUF
+#           with SmolLM2's tokenizer), smol.part1 (the first bytes of SmolLM2-135M-Instruct.Q4_1.gguf)
+#   .gpu2/  smol.part2 (the rest) and smol.sha256
+# Results: JSON (and the bench's folder as a .tgz) in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage="${1:?usage: gpu_check.sh build|demo}"
+OUT="${OUT:-bench-results/gpu}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 SPECQUANT_HOME=/tmp/sqhome HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export PYTHONPATH="/tmp/site:$PWD"
+t0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - t0 )); }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu-$stage.txt"
+
+if [ "$stage" = build ]; then
+    if ! python3 -c "import llama_cpp" 2>/dev/null; then
+        python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/gguf-*.whl .gpu/diskcache-*.whl || exit 1
+        rm -rf /tmp/lcp && mkdir -p /tmp/lcp && tar xzf .gpu/llama-cpp-python-src.tgz -C /tmp/lcp || exit 1
+        # FlashAttention kernels compile to stubs: SpecQuant turns flash attention off on a GPU
+        export CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DGGML_CUDA_FA=OFF"
+        export CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
+        python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site \
+            /tmp/lcp/llama_cpp_python-* > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+        echo "built in $(elapsed) s"
+    fi
+    python3 -c "import llama_cpp as l; print(l.__version__, 'gpu offload:', l.llama_supports_gpu_offload())"
+    cp .gpu/smol.part1 /tmp/smol.part1   # for the demo stage: a later call replaces .gpu
+    python3 - <<'EOF' || exit 1
+from specquant.models import prepare_tiny
+prepare_tiny(".gpu/vocab.gguf", quiet=True)
+EOF
+    tiny=/tmp/sqhome/models/tiny
+    python3 benchmarks/gpu_check.py exactness --out "$OUT/exactness-tiny.json" \
+        "$tiny/tiny-llama.F16.gguf" "$tiny/tiny-llama-sibling.F16.gguf" > /dev/null
+    echo "tiny exactness done at $(elapsed) s"
+    work=/tmp/synthetic  # in memory where it fits (7B: 24 GB of files, written and read at memory speed)
+    [ "$(df --output=avail -B1G /dev/shm 2>/dev/null | tail -1)" -gt 40 ] 2>/dev/null && work=/dev/shm/synthetic
+    python3 benchmarks/gpu_check.py synthetic --vocab .gpu/vocab.gguf --sizes 1.7b,7b --work "$work" \
+        --deadline $(( ${GPU_CHECK_SECONDS:-500} - $(elapsed) - 60 )) --out "$OUT/synthetic.json" | tail -c 1500
+    echo "synthetic done at $(elapsed) s"
+elif [ "$stage" = demo ]; then
+    d=/tmp/sqhome/models/smollm2-135m-instruct
+    mkdir -p "$d"
+    cat /tmp/smol.part1 .gpu2/smol.part2 > "$d/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
+    (cd "$d" && sha256sum -c "$OLDPWD/.gpu2/smol.sha256") || exit 1
+    python3 -c "from specquant.models import prepare_all; prepare_all(quiet=True)" || exit 1
+    echo "demo files made at $(elapsed) s"
+    python3 benchmarks/gpu_check.py exactness --out "$OUT/exactness-demo.json" \
+        "$d/SmolLM2-135M-Instruct.F16.gguf" > /dev/null
+    timeout 200 python3 -m pytest -q -p no:cacheprovider --junitxml="$OUT/pytest.xml" \
+        tests/test_equivalence.py tests/test_llama_cpp.py -k "not mlx and not arm" 2>&1 | tail -25
+    echo "tests done at $(elapsed) s"
+    left=$(( ${GPU_CHECK_SECONDS:-500} - $(elapsed) - 20 ))
+    timeout $(( left > 30 ? left : 30 )) python3 -m specquant bench --model demo \
+        --drafts q8,q4_0,lookup --k 4,auto --policies auto --alone '' --max-tokens 64 \
+        --min-seconds 0.3 --max-repeats 2 --out /tmp/bench 2>&1 | tail -45
+    tar czf "$OUT/bench-demo.tgz" -C /tmp bench
+    echo "bench done at $(elapsed) s"
+else
+    echo "unknown stage $stage: build or demo" >&2
+    exit 2
+fi
