@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import backends  # noqa: E402,F401 - llama.cpp before gradio loads numpy (see backends/__init__.py)
 from ui import build_demo, launch  # noqa: E402
 
 demo = build_demo()

@@ -2,8 +2,28 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
-from .base import BackendError, Detokenizer, Model
+
+def _load_llama_cpp_before_numpy() -> None:
+    """Load llama.cpp's library before numpy's, where both are installed and numpy isn't loaded yet.
+
+    On a GPU machine's image (Python 3.12.3, numpy 2.5.2, llama-cpp-python built there by gcc
+    13.3) loading any GGUF crashed (segmentation fault in llama.cpp's tokenizer set-up) whenever
+    numpy had been imported first, CPU-only loads too, and never the other way round (five runs
+    each; benchmarks/gpu_check.sh). The cause was not found (numpy 2.5 is not on this index).
+    Entry points (the CLI, app.py, the tests) import this package before anything imports numpy."""
+    if "numpy" in sys.modules:
+        return
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:  # MLX-only machines: nothing to order
+        pass
+
+
+_load_llama_cpp_before_numpy()
+
+from .base import BackendError, Detokenizer, Model  # noqa: E402
 
 BACKENDS = {"llama.cpp": "backends.llama_cpp", "llama_cpp": "backends.llama_cpp", "mlx": "backends.mlx"}
 

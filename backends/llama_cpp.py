@@ -76,6 +76,21 @@ def gpu_offload() -> bool:
     return bool(_llama().llama_supports_gpu_offload())
 
 
+def gpu_layers_default() -> int:
+    """Every layer on the GPU when the build can offload, none otherwise; ``SPECQUANT_GPU_LAYERS``
+    overrides (0: on the CPU, whose patched kernels are exact where llama.cpp's CUDA ones are not)."""
+    env = os.environ.get("SPECQUANT_GPU_LAYERS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise BackendError(f"SPECQUANT_GPU_LAYERS must be a whole number of layers (0 = CPU only), not {env!r}")
+        return n
+    return 999 if gpu_offload() else 0
+
+
 def check_gguf(path: str | os.PathLike) -> Path:
     """Refuse a missing file or one that is not a GGUF, before llama.cpp prints its own noise."""
     p = Path(path).expanduser()
@@ -170,7 +185,7 @@ class LlamaCppModel(Model):
         lc = _llama()
         self.path = check_gguf(path)
         if n_gpu_layers is None:
-            n_gpu_layers = 999 if gpu_offload() else 0
+            n_gpu_layers = gpu_layers_default()
         self._w = _load_weights(self.path, n_gpu_layers)
         n_ctx = min(n_ctx, self._w.n_ctx_train) if self._w.n_ctx_train > 0 else n_ctx
         self.n_threads = n_threads or physical_cores()
@@ -187,6 +202,9 @@ class LlamaCppModel(Model):
         # would disagree. Our build (scripts/build_llama_cpp.py) drops that split; any other
         # build, or a GPU, gets flash attention off.
         cp.flash_attn_type = -1 if patched_build() and n_gpu_layers == 0 else 0
+        if n_gpu_layers == 0:  # on the CPU (by request, on a CUDA build): no KV cache, and no batch of 32+
+            cp.offload_kqv = False  # tokens (llama.cpp's op offload), goes to the GPU, whose kernels aren't exact
+            cp.op_offload = False
         ctx = lc.llama_init_from_model(self._w.ptr, cp)
         if not ctx:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path}")
@@ -211,7 +229,7 @@ class LlamaCppModel(Model):
 
     @property
     def on_gpu(self) -> bool:
-        return self._w.n_gpu_layers > 0
+        return self._w.n_gpu_layers > 0 and gpu_offload()
 
     def describe(self) -> dict:
         d = super().describe()
@@ -219,7 +237,7 @@ class LlamaCppModel(Model):
             name=self.name,
             file_bytes=self.path.stat().st_size,
             n_params=self._w.n_params,
-            gpu_layers=self._w.n_gpu_layers,
+            gpu_layers=self._w.n_gpu_layers if self.on_gpu else 0,
             threads=self.n_threads,
             file_type=self._w.meta("general.file_type"),
             batch_invariant=self._w.exactness.get(VERIFY_CHECKED),

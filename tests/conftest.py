@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import backends  # noqa: F401 - llama.cpp loads before numpy (see backends/__init__.py)
+
 # Keep test runs off the network and quiet.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -180,3 +180,17 @@ def test_a_longer_fixed_draft_is_checked_once_before_its_run(engine, monkeypatch
     engine.run("Hello there", draft="lookup", k=16, max_tokens=2)
     assert asked == [12, 17] and not engine.exact
     assert "a verify pass of 17 tokens computes differently" in capsys.readouterr().err
+
+
+def test_inexact_warning_names_the_gpu_case():
+    from types import SimpleNamespace
+
+    from specquant.engine import GPU_INEXACT_WARNING, INEXACT_WARNING, inexact_warning
+
+    def eng(exact, on_gpu):
+        return SimpleNamespace(exact=exact, target=SimpleNamespace(on_gpu=on_gpu))
+
+    assert inexact_warning(eng(True, True)) is None
+    assert inexact_warning(eng(False, True)) == GPU_INEXACT_WARNING
+    assert inexact_warning(eng(False, False)) == INEXACT_WARNING
+    assert "SPECQUANT_GPU_LAYERS=0" in GPU_INEXACT_WARNING and "scripts/build_llama_cpp.py" in INEXACT_WARNING

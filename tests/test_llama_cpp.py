@@ -133,3 +133,32 @@ def test_the_patched_build_is_exact_on_arm_too(tiny_paths):
     r = subprocess.run(["bash", "scripts/check_arm.sh", str(tiny_paths["F16"])], capture_output=True, text=True,
                        timeout=1800, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0 and "batch-invariant at every size 2-33" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_gpu_layers_from_the_environment(tiny_paths, monkeypatch):
+    """SPECQUANT_GPU_LAYERS=0 keeps a CUDA build on the CPU (exact there); a bad value is refused
+    in words before anything loads; a CPU-only build never reports a GPU whatever the number."""
+    from backends import BackendError
+    from backends.llama_cpp import gpu_layers_default, gpu_offload
+
+    monkeypatch.setenv("SPECQUANT_GPU_LAYERS", "0")
+    assert gpu_layers_default() == 0
+    for bad in ("all", "-1", "1.5"):
+        monkeypatch.setenv("SPECQUANT_GPU_LAYERS", bad)
+        with pytest.raises(BackendError, match="SPECQUANT_GPU_LAYERS must be a whole number"):
+            load_model(tiny_paths["F16"], n_ctx=256)
+    monkeypatch.setenv("SPECQUANT_GPU_LAYERS", "7")
+    m = load_model(tiny_paths["F16"], n_ctx=256)
+    assert m.on_gpu == gpu_offload() and (m.describe()["gpu_layers"] == 7) == gpu_offload()
+    monkeypatch.delenv("SPECQUANT_GPU_LAYERS")
+    assert gpu_layers_default() == (999 if gpu_offload() else 0)
+
+
+def test_llama_cpp_loads_before_numpy():
+    """See backends/__init__.py: on a CUDA image, loading a model crashed when numpy came first."""
+    import sys
+
+    code = ("import backends, sys; m = list(sys.modules); "  # modules in the order their imports finished
+            "print(m.index('llama_cpp.llama_cpp') < m.index('numpy'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == "True", out.stderr[-500:]

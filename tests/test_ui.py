@@ -237,3 +237,11 @@ def test_browser_stop_ends_a_run(app):
     finally:
         browser.close()
         pw.stop()
+
+
+def test_exactness_line_says_what_holds_on_cpu_and_gpu():
+    """The page tells a GPU user what was measured there, and a CPU user how to get the exact build."""
+    assert render._exactness({"batch_invariant": True}) == "yes (exact)"
+    gpu = render._exactness({"batch_invariant": False, "on_gpu": True})
+    assert "NO on the GPU" in gpu and "1 of 182" in gpu and "SPECQUANT_GPU_LAYERS=0" in gpu
+    assert "scripts/build_llama_cpp.py" in render._exactness({"batch_invariant": False, "on_gpu": False})

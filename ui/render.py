@@ -160,12 +160,21 @@ def model_status_md(info: dict) -> str:
     return f"**Model:** {html.escape(info.get('label', ''))} — ready{took}"
 
 
+def _exactness(info: dict) -> str:
+    if info.get("batch_invariant"):
+        return "yes (exact)"
+    if info.get("on_gpu"):  # measured on an H100: see GPU_INEXACT_WARNING
+        return ("NO on the GPU — in near-ties an answer can differ from plain decoding (on an H100, 1 of 182 "
+                "answers to the bundled prompts did); `SPECQUANT_GPU_LAYERS=0` keeps the model on the CPU, where "
+                "the patched build is exact")
+    return "NO — build llama-cpp-python with scripts/build_llama_cpp.py"
+
+
 def hardware_md(info: dict) -> str:
     if info.get("status") != "ready":
         return f"**Model:** {info.get('status')} — {html.escape(info.get('message', ''))}"
     lines = [f"**Hardware:** {html.escape(info.get('hardware_summary') or '?')}",
-             f"**Backend:** {info['backend']} · batch-invariant kernels: "
-             f"{'yes (exact)' if info.get('batch_invariant') else 'NO — build llama-cpp-python with scripts/build_llama_cpp.py'}",
+             f"**Backend:** {info['backend']} · batch-invariant kernels: {_exactness(info)}",
              f"**Models:** {html.escape(info.get('label', ''))}"]
     if info.get("phases"):
         ph = info["phases"]
