@@ -9,7 +9,7 @@
 #       drafts made there), their exactness, the equivalence tests on the GPU, and
 #       `specquant bench --model demo` plain vs drafts vs policy auto
 #
-# Both calls together took 6 minutes of an H100 (start, build and transfers included); measured there
+# Both calls together take about 8 minutes of an H100 (start, build and transfers included); measured there
 # on 2026-11-28: README "On a GPU". Before them, on this machine: `bash benchmarks/gpu_check.sh prepare`.
 #
 # What it reads, prepared here (the folders are ignored by git; carry them):
