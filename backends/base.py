@@ -7,6 +7,7 @@ A loaded model holds one KV cache (one sequence). The loop only ever needs:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import hashlib
 from abc import ABC, abstractmethod
@@ -50,6 +51,7 @@ class Model(ABC):
     n_vocab: int
     n_ctx: int
     eos_ids: frozenset[int]
+    on_gpu: bool = False  # the llama.cpp backend: True with layers offloaded to a GPU
 
     def __init__(self) -> None:
         self.tokens: list[int] = []  # what the KV cache holds, position by position
@@ -155,8 +157,26 @@ class Model(ABC):
             return True
         if any(not ok and n <= upto for n, ok in known.items()):
             return False
-        known[upto] = self._same_logits([(t * 7919 + 17) % self.n_vocab for t in range(upto + 2)])
+        known[upto] = self._same_logits(self.exactness_probe(upto))
         return known[upto]
+
+    def exactness_probe(self, upto: int) -> list[int]:
+        """The tokens the exactness check passes: a 2-token prefix, then ``upto`` more."""
+        return [(t * 7919 + 17) % self.n_vocab for t in range(upto + 2)]
+
+    def batches_against_steps(self, probe: list[int], sizes):
+        """For each batch size n: (n, the logits of one pass over ``probe[2:2+n]``, those of n one-token
+        passes over the same tokens), all after the prefix ``probe[:2]``. A generator; the cache is left
+        empty when it is exhausted or closed."""
+        self.reset()
+        try:
+            self.prefill(probe[:2])
+            single = np.concatenate([self.eval([t]) for t in probe[2:]])
+            for n in sizes:
+                self.rollback(2)
+                yield n, self.eval(probe[2 : 2 + n]), single[:n]
+        finally:
+            self.reset()
 
     def exactness(self) -> dict[int, bool]:
         """The exactness checks made so far: batch size checked -> passed (a backend whose models
@@ -166,15 +186,8 @@ class Model(ABC):
     def _same_logits(self, probe: list[int]) -> bool:
         upto = len(probe) - 2
         sizes = sorted({n for n in (2, 3, 5, 9, 17) if n < upto} | {upto})
-        self.reset()
-        self.prefill(probe[:2])
-        single = np.concatenate([self.eval([t]) for t in probe[2:]])
-        same = True
-        for n in sizes:
-            self.rollback(2)
-            same = same and bool(np.array_equal(self.eval(probe[2 : 2 + n]), single[:n]))
-        self.reset()
-        return same
+        with contextlib.closing(self.batches_against_steps(probe, sizes)) as pairs:  # stops at the first miss
+            return all(np.array_equal(batch, single) for _, batch, single in pairs)
 
     def describe(self) -> dict:
         return {"backend": self.backend, "path": str(self.path), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx}

@@ -66,19 +66,12 @@ def batch_report(model, sizes=BATCHES) -> dict:
     """Per batch size n: one batched pass over n tokens against n one-token passes, after the
     same 2-token prefix (as ``Model.batch_invariant`` compares, but every size kept apart)."""
     sizes = [n for n in sizes if n + 2 < model.n_ctx]
-    probe = [(t * 7919 + 17) % model.n_vocab for t in range(max(sizes) + 2)]
-    model.reset()
-    model.prefill(probe[:2])
-    single = np.concatenate([model.eval([t]) for t in probe[2:]])
     out = {}
-    for n in sizes:
-        model.rollback(2)
-        batch = model.eval(probe[2 : 2 + n])
-        diff = np.abs(batch.astype(np.float64) - single[:n])
-        out[str(n)] = {"identical": bool(np.array_equal(batch, single[:n])), "max_abs_diff": float(diff.max()),
+    for n, batch, single in model.batches_against_steps(model.exactness_probe(max(sizes)), sizes):
+        diff = np.abs(batch.astype(np.float64) - single)
+        out[str(n)] = {"identical": bool(np.array_equal(batch, single)), "max_abs_diff": float(diff.max()),
                        "rows_differing": int((diff.max(axis=1) > 0).sum()),
-                       "top_token_differs": int((batch.argmax(axis=1) != single[:n].argmax(axis=1)).sum())}
-    model.reset()
+                       "top_token_differs": int((batch.argmax(axis=1) != single.argmax(axis=1)).sum())}
     return out
 
 
@@ -92,9 +85,8 @@ def exactness(paths: list[str]) -> dict:
     return res
 
 
-def _costs(target, draft, context, curve=None) -> dict:
-    c = measure_costs(target, draft, context=context, ns=tuple(range(1, 10)), rounds=10, budget_s=3.0, curve=curve)
-    return c.to_dict()
+def _costs(target, draft, context, curve=None):
+    return measure_costs(target, draft, context=context, ns=tuple(range(1, 10)), rounds=10, budget_s=3.0, curve=curve)
 
 
 def synthetic(vocab: Path, sizes: list[str], work: Path, deadline: float, write) -> dict:
@@ -125,11 +117,9 @@ def synthetic(vocab: Path, sizes: list[str], work: Path, deadline: float, write)
         context = target.tokenize(CONTEXT)
         r.update(on_gpu=target.on_gpu, n_params=target.describe().get("n_params"),
                  batch_invariant=target.batch_invariant(), batches=batch_report(target, (2, 3, 5, 9, 17)))
-        curve = r["target"] = _costs(target, None, context)
+        curve = _costs(target, None, context)
+        r["target"] = curve.to_dict()
         write(res)
-        from specquant.costs import Costs
-
-        curve_c = Costs.from_dict(curve)
         r["drafts"] = {}
         for q in ("Q8_0", "Q4_0", "sibling-0.5b"):
             if time.monotonic() - t_start > deadline:
@@ -141,7 +131,7 @@ def synthetic(vocab: Path, sizes: list[str], work: Path, deadline: float, write)
                 t0 = time.monotonic()
                 draft = load_model(quantize(parent, q, out_dir=work), "llama.cpp", n_ctx=4096)
                 r.setdefault("quantize_load_s", {})[q] = round(time.monotonic() - t0, 1)
-            r["drafts"][q] = _costs(target, draft, context, curve=curve_c)
+            r["drafts"][q] = _costs(target, draft, context, curve=curve).to_dict()
             write(res)
     res["total_s"] = round(time.monotonic() - t_start, 1)
     return res

@@ -369,7 +369,7 @@ class Engine:
             drafts, load_s = list(self._drafts.values()), dict(self.load_s)
         models = [self.target.describe()] + [s.model.describe() for s in drafts if isinstance(s, ModelDraft)]
         return {"backend": self.backend, "label": self.label, "models": models, "load_s": load_s,
-                "batch_invariant": self.exact, "on_gpu": bool(getattr(self.target, "on_gpu", False)),
+                "batch_invariant": self.exact, "on_gpu": self.target.on_gpu,
                 "model_set": self.model_set.describe() if self.model_set else None}
 
 
@@ -418,7 +418,7 @@ def inexact_warning(engine) -> str | None:
     """What to tell the user when speculative answers may differ from plain decoding, or None."""
     if engine.exact:
         return None
-    return GPU_INEXACT_WARNING if getattr(engine.target, "on_gpu", False) else INEXACT_WARNING
+    return GPU_INEXACT_WARNING if engine.target.on_gpu else INEXACT_WARNING
 
 
 def warn_if_inexact(engine) -> None:

@@ -131,9 +131,10 @@ def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64,
     with ``split_max_tensors``, in shards as the Hub has large models (``NAME-00001-of-0000N.gguf``
     beside ``path``, written in place), returning the first.
 
-    ``shared_values``: every matrix of one scale is a view of the same random block (drawn once),
-    for models of billions of weights written only to time passes (a pass's time does not depend
-    on the values): a 7B model is then written in seconds instead of minutes."""
+    ``shared_values``: every matrix of one scale is a view of the same random block (drawn again
+    only when a larger matrix of that scale comes), for models of billions of weights written only
+    to time passes (a pass's time does not depend on the values): a 7B model is then written in
+    seconds instead of minutes."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -171,9 +172,9 @@ def write_tiny_gguf(path: Path, vocab: dict, *, seed: int = 0, n_embd: int = 64,
         if not shared_values:
             return (rng.standard_normal((rows, cols)) * std * scale).astype(np.float16)
         block = blocks.get(std)
-        if block is None or block.size < rows * cols:
-            size = max(n_vocab * n_embd, n_ff * n_embd, n_embd * n_embd)
-            block = blocks[std] = (rng.standard_normal(size, dtype=np.float32) * (std * scale)).astype(np.float16)
+        if block is None or block.size < rows * cols:  # drawn again only for a larger matrix (attn_q, then ffn)
+            block = rng.standard_normal(rows * cols, dtype=np.float32) * (std * scale)
+            block = blocks[std] = block.astype(np.float16)
         return block[: rows * cols].reshape(rows, cols)
 
     hd = n_embd // n_head
