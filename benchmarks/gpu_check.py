@@ -210,10 +210,10 @@ def report(paths: list[Path], acceptances=(0.6, 0.8), answer=(200, 256)) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("exactness")
+    e = sub.add_parser("exactness", help="batched passes against one-token passes, per batch size")
     e.add_argument("models", nargs="+")
     e.add_argument("--out", required=True)
-    s = sub.add_parser("synthetic")
+    s = sub.add_parser("synthetic", help="write 0.5B-7B models with random weights and time them")
     s.add_argument("--vocab", required=True, type=Path, help="a GGUF whose tokenizer the models take")
     s.add_argument("--sizes", default="1.7b,7b", help="target sizes, comma-separated (of 1.7b, 7b, 0.5b)")
     s.add_argument("--work", type=Path, default=Path("/tmp/specquant-synthetic"), help="where the files go")
