@@ -196,25 +196,41 @@ class Model(ABC):
         pass
 
 
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share a core's arithmetic units, so they don't help)."""
+def usable_cpus() -> set[int] | None:
+    """The logical CPUs this process may run on (taskset, a container's cpuset), where the OS says."""
     try:
-        cores = set()
-        phys = core = None
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("physical id"):
-                    phys = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":")[1].strip()
-                elif not line.strip():
-                    if core is not None:
-                        cores.add((phys, core))
-                    phys = core = None
-        if core is not None:
-            cores.add((phys, core))
-        if cores:
-            return min(len(cores), os.cpu_count() or len(cores))
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return None
+
+
+def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:
+    """Physical cores among the CPUs this process may run on: hyper-threads share a core's
+    arithmetic units, so they don't help, and a thread per CPU outside the process's affinity
+    (``taskset -c 0,1`` on a 16-core host, a container's cpuset) only waits for a turn on the
+    others. ``cpuinfo`` and ``allowed`` stand in for /proc/cpuinfo and the affinity in tests."""
+    if allowed is None:
+        allowed = usable_cpus()
+    try:
+        if cpuinfo is None:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
     except OSError:
-        pass
-    return max(1, os.cpu_count() or 1)
+        cpuinfo = ""
+    cores = set()
+    cpu = phys = core = None
+    for line in cpuinfo.splitlines() + [""]:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "processor":
+            cpu = int(value) if value.strip().isdigit() else None
+        elif key == "physical id":
+            phys = value.strip()
+        elif key == "core id":
+            core = value.strip()
+        elif not line.strip():
+            if core is not None and (allowed is None or cpu is None or cpu in allowed):
+                cores.add((phys, core))
+            cpu = phys = core = None
+    usable = len(allowed) if allowed else (os.cpu_count() or 1)
+    return max(1, min(len(cores), usable) if cores else usable)

@@ -89,11 +89,11 @@ def _nvidia_smi() -> tuple[str, int, int] | None:
 
 
 def detect() -> Hardware:
-    from backends.base import physical_cores
+    from backends.base import physical_cores, usable_cpus
 
     total, avail = _meminfo()
     cores = physical_cores()
-    logical = os.cpu_count() or cores
+    logical = len(usable_cpus() or ()) or os.cpu_count() or cores
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         return Hardware("apple", "mlx", "Apple Silicon", cores, logical, total, avail)
     cpu_name = platform.processor() or platform.machine()

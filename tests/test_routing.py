@@ -101,6 +101,20 @@ def test_detect_this_machine():
     assert hw.device in hw.summary()
 
 
+CPUINFO_2X2 = "".join(f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu // 2}\n\n" for cpu in range(4))
+
+
+def test_physical_cores_counts_only_the_cores_this_process_may_use():
+    from backends.base import physical_cores
+
+    assert physical_cores(CPUINFO_2X2, {0, 1, 2, 3}) == 2  # two cores, each with its hyper-thread
+    assert physical_cores(CPUINFO_2X2, {0, 2}) == 2  # one thread on each core: both cores' units
+    assert physical_cores(CPUINFO_2X2, {0, 1}) == 1  # taskset to one core's two threads
+    assert physical_cores("", {0, 1, 2}) == 3  # no topology (e.g. some VMs): the CPUs allowed
+    # ARM's /proc/cpuinfo has processors but no core ids: each counts
+    assert physical_cores("processor\t: 0\n\nprocessor\t: 1\n\n", {0}) == 1
+
+
 def test_calibrated_costs_agree_with_direct_measurement(smol_paths, tmp_path, monkeypatch):
     """On the real SmolLM2 family: the engine's calibration vs timing the same passes directly.
     The two are seconds apart and this VM's speed moves by 20-30% now and then, so a pair that
