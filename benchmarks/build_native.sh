@@ -7,7 +7,9 @@
 #   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
 # Usage: bash benchmarks/build_native.sh   -> prints the bin directory
 set -euo pipefail
-ver=$(python3 -c "import llama_cpp; print(llama_cpp.__version__.split('+')[0])")  # stock llama.cpp, without our patch
+# stock llama.cpp, without our patch: the installed llama-cpp-python's version, or LLAMA_CPP_VERSION
+# (to build while SpecQuant's own build is still under way, as benchmarks/lent_cpu.sh does)
+ver="${LLAMA_CPP_VERSION:-$(python3 -c "import llama_cpp; print(llama_cpp.__version__.split('+')[0])")}"
 cache="${SPECQUANT_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/specquant}/native/llama-cpp-python-$ver"
 extra="${CMAKE_ARGS:-}"
 build="$cache/build"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -81,6 +82,8 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
     for name, res in benches.items():
         n, floor = len(res["prompts"]), noise_floor(res)
         configs = {c: s for c, s in res["summary"].items() if not c.startswith("oracle")}
+        if res.get("of_prompts", n) != n:  # a pinned run stopped at its deadline before every part ran
+            check(f"{name}: prompts measured", n, res["of_prompts"], "the rest were not run before the deadline")
         out.append({"check": f"{name}: noise floor (plain decoding judged as a configuration), worst prompt",
                     "value": floor, "target": "-", "ok": None, "note": "for reference"})
         differ = [c for c, s in configs.items() if s["identical"] < n]
@@ -143,23 +146,115 @@ def to_markdown(profile: dict, rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def native_cmd(out_dir: Path, native_bin: str | None, rounds: int) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "native_compare.py"), "--drafts", "", "--rounds", str(rounds),
+           "--max-tokens", "64", "--out", str(out_dir / "native.json")]
+    return cmd + (["--native-bin", native_bin] if native_bin else [])
+
+
+def bench_cmd(prompts: str | None, out: Path, model: str, min_seconds: float, max_repeats: int,
+              ids: list[str] | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "specquant", "bench", "--model", model, "--drafts", "q4_0,q8,lookup", "--k", "auto",
+           "--policies", "auto", "--alone", "", "--min-seconds", str(min_seconds), "--max-repeats", str(max_repeats),
+           "--out", str(out)]
+    return cmd + (["--prompts", str(ROOT / prompts)] if prompts else []) + (["--ids", ",".join(ids)] if ids else [])
+
+
 def measure(out_dir: Path, native_bin: str | None, model: str, min_seconds: float, max_repeats: int,
             native_rounds: int) -> None:
-    py = sys.executable
     write_result(cpu_profile(), out_dir / "profile.json")
-    cmd = [py, str(ROOT / "benchmarks" / "native_compare.py"), "--drafts", "", "--rounds", str(native_rounds),
-           "--max-tokens", "64", "--out", str(out_dir / "native.json")]
-    if native_bin:
-        cmd += ["--native-bin", native_bin]
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(native_cmd(out_dir, native_bin, native_rounds), check=True, cwd=ROOT)
     for name, prompts in SETS.items():
-        cmd = [py, "-m", "specquant", "bench", "--model", model, "--drafts", "q4_0,q8,lookup", "--k", "auto",
-               "--policies", "auto", "--alone", "", "--min-seconds", str(min_seconds),
-               "--max-repeats", str(max_repeats),
-               "--out", str(out_dir / name)]
-        if prompts:
-            cmd += ["--prompts", str(ROOT / prompts)]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        subprocess.run(bench_cmd(prompts, out_dir / name, model, min_seconds, max_repeats), check=True, cwd=ROOT)
+
+
+PIN_SETS_MAX = 6  # side-by-side 2-core jobs at most: each streams the F16 model's weights every token (~30 GB/s
+# on an AVX-512 core pair), and more would make memory bandwidth, not the cores, the thing measured
+PART_PROMPTS = 3  # prompts per bench process in a pinned run: parts are handed out as workers come free
+
+
+def core_pairs(cpuinfo: str | None = None, allowed: set[int] | None = None,
+               most: int = PIN_SETS_MAX) -> list[list[int]]:
+    """Pairs of logical CPUs, each on its own physical core of the first socket, so that 2-thread
+    jobs side by side each have two whole cores (a hyper-thread twin shares its core's units)."""
+    from backends.base import usable_cpus
+
+    allowed = usable_cpus() if allowed is None else allowed
+    text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    first: dict[tuple[str, str], int] = {}
+    for block in text.split("\n\n"):
+        f = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+        if f.get("processor", "").isdigit() and (allowed is None or int(f["processor"]) in allowed):
+            first.setdefault((f.get("physical id", "0"), f.get("core id", f["processor"])), int(f["processor"]))
+    if not first:
+        raise SystemExit("--pin auto: no CPU topology in /proc/cpuinfo; name the CPU sets instead")
+    socket = next(iter(first))[0]
+    cpus = [c for (sock, _), c in first.items() if sock == socket]
+    return [cpus[i:i + 2] for i in range(0, len(cpus) - 1, 2)][:most]
+
+
+def measure_pinned(out_dir: Path, cpu_sets: list[list[int]], native_bin: str | None, model: str, min_seconds: float,
+                   max_repeats: int, native_rounds: int, deadline_s: float | None) -> None:
+    """The same measurements side by side on a many-core machine standing in for 2-core ones: the
+    native comparison on the first CPU set, and both prompt sets in parts of ``PART_PROMPTS`` on the
+    others, each process pinned to its set (SpecQuant and llama-bench then run one thread per core
+    of it). No part starts after ``deadline_s``; the sets' results merge (``specquant.bench.merge``)."""
+    import itertools
+    import queue
+    import threading
+    import time
+
+    from specquant.bench import merge, to_markdown as bench_markdown
+    from specquant.prompts import load_prompts
+
+    if len(cpu_sets) < 2:
+        raise SystemExit("--pin needs at least two CPU sets: one for the native comparison, one for the benches")
+    t0 = time.monotonic()
+    write_result(cpu_profile() | {"pinned": cpu_sets, "side_by_side": len(cpu_sets)}, out_dir / "profile.json")
+    plan, per_set = {}, []
+    for name, prompts in SETS.items():
+        ids = [p["id"] for p in load_prompts(str(ROOT / prompts) if prompts else None)]
+        plan[name] = len(ids)
+        per_set.append([(name, i, bench_cmd(prompts, out_dir / name / f"part-{i:02d}", model, min_seconds,
+                                            max_repeats, ids[j:j + PART_PROMPTS]))
+                        for i, j in enumerate(range(0, len(ids), PART_PROMPTS))])
+    parts: queue.Queue = queue.Queue()
+    for part in itertools.chain.from_iterable(itertools.zip_longest(*per_set)):  # the sets in turn: a
+        if part:  # deadline cuts both alike
+            parts.put(part)
+    failed = []
+
+    def pinned(cmd: list[str], cpus: list[int], log: Path) -> int:
+        with log.open("w") as f:
+            return subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                  preexec_fn=lambda: os.sched_setaffinity(0, cpus)).returncode
+
+    def worker(cpus: list[int]) -> None:
+        while deadline_s is None or time.monotonic() - t0 < deadline_s:
+            try:
+                name, i, cmd = parts.get_nowait()
+            except queue.Empty:
+                return
+            (out_dir / name).mkdir(parents=True, exist_ok=True)
+            if pinned(cmd, cpus, out_dir / name / f"part-{i:02d}.log"):
+                failed.append(f"{name} part {i}")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = [threading.Thread(target=worker, args=(c,)) for c in cpu_sets[1:]]
+    for t in threads:
+        t.start()
+    native_rc = pinned(native_cmd(out_dir, native_bin, native_rounds), cpu_sets[0], out_dir / "native.log")
+    for t in threads:
+        t.join()
+    for name, total in plan.items():
+        done = [json.loads(f.read_text()) for f in sorted((out_dir / name).glob("part-*/bench.json"))]
+        if done:
+            res = merge(done) | {"of_prompts": total}
+            write_result(res, out_dir / name / "bench.json")
+            (out_dir / name / "bench.md").write_text(bench_markdown(res) + "\n")
+    if native_rc or failed:
+        print(f"failed: {'native comparison ' if native_rc else ''}{', '.join(failed)} (logs in {out_dir})",
+              file=sys.stderr)
 
 
 def evaluate(out_dir: Path) -> tuple[dict, list[dict]]:
@@ -169,7 +264,8 @@ def evaluate(out_dir: Path) -> tuple[dict, list[dict]]:
     for name in SETS:
         f = out_dir / name / "bench.json"
         if not f.exists():
-            raise SystemExit(f"{f} is missing: run without --evaluate first")
+            raise SystemExit(f"{f} is missing: run without --evaluate first (or, with --pin, give the parts "
+                             "more time than --deadline allowed)")
         benches[name] = json.loads(f.read_text())
     return native, verdicts(native, benches)
 
@@ -189,9 +285,20 @@ def main() -> int:
                     help="rounds of plain vs stock llama-bench (default 25, 2-3 minutes: a round's ratio ranges "
                          "+-6%% on a 2-core VM, so 11 rounds' median still moved by +-1%%)")
     ap.add_argument("--evaluate", metavar="DIR", help="only judge the results already in DIR")
+    ap.add_argument("--pin", metavar="SETS",
+                    help="on a many-core machine: run the measurements side by side, each pinned to its own CPU "
+                         "set ('0,1 2,3 4,5': the native comparison on the first, the benches in parts on the rest), "
+                         f"or 'auto': pairs of physical cores of the first socket, at most {PIN_SETS_MAX}")
+    ap.add_argument("--deadline", type=float, metavar="S",
+                    help="with --pin: start no bench part after S seconds (the verdicts say what was not run)")
     args = ap.parse_args()
     out_dir = Path(args.evaluate or args.out_dir)
-    if not args.evaluate:
+    if args.pin and not args.evaluate:
+        sets = core_pairs() if args.pin == "auto" else [
+            [int(c) for c in grp.split(",")] for grp in args.pin.split()]
+        measure_pinned(out_dir, sets, args.native_bin, args.model, args.min_seconds, args.max_repeats,
+                       args.native_rounds, args.deadline)
+    elif not args.evaluate:
         measure(out_dir, args.native_bin, args.model, args.min_seconds, args.max_repeats, args.native_rounds)
     native, rows = evaluate(out_dir)
     f = out_dir / "profile.json"  # the machine that measured, not necessarily this one

@@ -62,6 +62,41 @@ def _summarise(name: str, rows: list[dict], per_prompt: list[dict], **extra) -> 
     }
 
 
+ORACLE = "oracle (best fixed per prompt)"
+SPEC_KEYS = ("draft", "k", "policy", "alone")  # what names a configuration in its summary
+
+
+def summarise(per_prompt: list[dict], specs: list[tuple[str, dict]], *, oracle: bool) -> dict:
+    """Each configuration's totals over ``per_prompt`` (``specs``: its name and what names it),
+    and the per-prompt oracle's, which each policy is measured against."""
+    summary = {name: _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, **extra)
+               for name, extra in specs}
+    if oracle:
+        o = summary[ORACLE] = _summarise("oracle", [e["oracle"] | {"correct": None} for e in per_prompt], per_prompt)
+        for name, extra in specs:
+            if "policy" in extra:
+                s = summary[name]
+                s["vs_oracle"] = s["tok_s_spec"] / o["tok_s_spec"] if o["tok_s_spec"] else None
+    return summary
+
+
+def merge(results: list[dict]) -> dict:
+    """One result from benches of the same configurations over parts of a prompt set (run apart,
+    e.g. each pinned to its own cores): the prompts together and the totals over all of them."""
+    if not results:
+        raise ValueError("nothing to merge")
+    first = results[0]
+    names = [n for n in first["summary"] if n != ORACLE]
+    for r in results[1:]:
+        if [n for n in r["summary"] if n != ORACLE] != names or r["settings"] != first["settings"]:
+            raise ValueError("these benches ran different configurations or settings: they don't merge")
+    per_prompt = [e for r in results for e in r["prompts"]]
+    specs = [(n, {k: first["summary"][n][k] for k in SPEC_KEYS if k in first["summary"][n]}) for n in names]
+    return {**first, "summary": summarise(per_prompt, specs, oracle=ORACLE in first["summary"]),
+            "prompts": per_prompt, "plain_seconds": sum(r["plain_seconds"] for r in results),
+            "elapsed_s": max((r.get("elapsed_s", 0.0) for r in results), default=0.0), "parts": len(results)}
+
+
 def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *, policies: list[str] = (),
               max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, repeats: int = 1,
               min_seconds: float = 0.0, max_repeats: int = 12, progress=None, alone: list[str] = ()) -> dict:
@@ -196,23 +231,10 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
                                                                               "plain_seconds")}}
         per_prompt.append(entry)
 
-    summary = {}
-    for (d, k) in configs:
-        name = f"{d} k={k}"
-        summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, draft=d, k=k)
-    for pol in policies:
-        name = f"policy {pol}"
-        summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, policy=pol)
-    for q in alone:
-        name = f"{sources.label(q)} alone"
-        summary[name] = _summarise(name, [e["runs"][name] for e in per_prompt], per_prompt, alone=q)
-    if configs:
-        orc = [e["oracle"] | {"correct": None} for e in per_prompt]
-        summary["oracle (best fixed per prompt)"] = _summarise("oracle", orc, per_prompt)
-        o = summary["oracle (best fixed per prompt)"]
-        for pol in policies:
-            s = summary[f"policy {pol}"]
-            s["vs_oracle"] = s["tok_s_spec"] / o["tok_s_spec"] if o["tok_s_spec"] else None
+    specs = ([(f"{d} k={k}", {"draft": d, "k": k}) for d, k in configs]
+             + [(f"policy {pol}", {"policy": pol}) for pol in policies]
+             + [(f"{sources.label(q)} alone", {"alone": q}) for q in alone])
+    summary = summarise(per_prompt, specs, oracle=bool(configs))
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "engine": engine.describe(),

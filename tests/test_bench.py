@@ -138,3 +138,43 @@ def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_pa
     floor_row = {r["check"]: r for r in verdicts(None, {"set": even | {"summary": bad["summary"]}})}
     assert "within the noise" in floor_row["set: policy auto, worst prompt"]["note"]
     assert floor_row["set: policy auto, worst prompt"]["ok"] is False
+
+
+def test_benches_of_parts_of_a_set_merge_into_the_whole_sets_totals(tiny_paths):
+    # never_slower --pin runs a prompt set in parts, each on its own cores, and merges them
+    from specquant.bench import ORACLE, merge, summarise
+
+    eng = Engine(tiny_paths["F16"], n_ctx=512, draft_files={"q4_0": tiny_paths["Q4_0"]})
+    res = run_bench(eng, load_prompts()[:3], [("lookup", "auto"), ("q4_0", 2)], policies=["auto"],
+                    max_tokens=8, alone=[], max_repeats=1)
+    specs = [(n, {k: s[k] for k in ("draft", "k", "policy") if k in s}) for n, s in res["summary"].items()
+             if n != ORACLE]
+
+    def part(prompts):
+        return res | {"prompts": prompts, "summary": summarise(prompts, specs, oracle=True),
+                      "plain_seconds": 1.0}
+
+    whole = merge([part(res["prompts"][:1]), part(res["prompts"][1:])])
+    assert [e["id"] for e in whole["prompts"]] == [e["id"] for e in res["prompts"]]
+    assert whole["summary"] == res["summary"] and whole["parts"] == 2 and whole["plain_seconds"] == 2.0
+    assert whole["summary"]["policy auto"]["vs_oracle"] is not None
+    with pytest.raises(ValueError, match="different configurations or settings"):
+        merge([res, res | {"settings": {**res["settings"], "max_tokens": 9}}])
+    with pytest.raises(ValueError, match="nothing to merge"):
+        merge([])
+
+
+def test_pinned_runs_take_pairs_of_whole_cores_of_one_socket(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from never_slower import core_pairs
+
+    # two sockets of 4 cores, hyper-threads numbered after the cores (0-7 first threads, 8-15 twins)
+    info = "".join(f"processor\t: {cpu}\nphysical id\t: {cpu // 4 % 2}\ncore id\t\t: {cpu % 4}\n\n"
+                   for cpu in range(16))
+    assert core_pairs(info, set(range(16))) == [[0, 1], [2, 3]]  # socket 0's cores, one thread each
+    assert core_pairs(info, set(range(16)), most=1) == [[0, 1]]
+    assert core_pairs(info, {1, 9, 2, 3, 4}) == [[1, 2]]  # allowed CPUs only; 3 left over, unpaired
+    with pytest.raises(SystemExit, match="name the CPU sets"):
+        core_pairs("", {0, 1})
