@@ -187,6 +187,23 @@ def decide(
     candidates.sort(key=lambda x: -x["expected_speedup"])
     # A model draft must clear the controller's bar for a bet, or the run would stop it at once.
     paying = [x for x in candidates if x["expected_speedup"] >= (MIN_GAIN if x["draft_cost"] is None else BET_MIN_GAIN)]
+    # Below the bar, a free source is still tried where its copies pay: prompt lookup costs nothing
+    # until the answer repeats the prompt, verifies a copy only after matches it can trust and stops
+    # copying when copies fail, so how often it copies is found in the run, not guessed from a prior.
+    # What a copy keeps: what its copies kept in runs here, or, before any, on grounded prompts.
+    floor = [x for x in candidates if x["draft_cost"] is None and max(
+        expected_speedup(costs[x["draft"]], book.estimate(x["draft"], tier, GROUNDED_LOOKUP), k)
+        for k in range(1, k_max + 1)) >= MIN_GAIN]
+    if not paying and floor:
+        top, models = floor[0], [x for x in candidates if x["draft_cost"] is not None]
+        why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
+                        for x in models[:2])
+        return Decision(top["draft"], top["k"], "auto", tier, 1.0, top["acceptance"], None,
+                        f"{sources.label(top['draft'])}, k={top['k']} to start, adapted to the acceptance seen: "
+                        f"no draft model is expected to pay here{f' (best: {why})' if why else ''}, but prompt "
+                        "lookup is free: it drafts only where the answer repeats the prompt and stops when its "
+                        f"copies fail, so where nothing repeats it costs little; tier {tier}"
+                        f"{', grounded prompt' if grounded else ''}", candidates)
     if not paying:
         why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
                         for x in candidates[:3])

@@ -31,10 +31,25 @@ def test_auto_picks_the_argmax_and_says_why():
 
 
 def test_auto_says_no_draft_when_nothing_pays():
-    d = routing.decide("medium", CPU)
+    models = {s: c for s, c in CPU.items() if s != "lookup"}
+    d = routing.decide("medium", models)
     assert d.draft == "none" and d.expected_speedup == 1.0
     assert d.reason.startswith("no draft: nothing is expected to beat plain decoding")
     assert "Q8_0 draft" in d.reason
+
+
+def test_free_prompt_lookup_is_the_floor_until_runs_here_say_it_fails():
+    # Nothing clears the bar on these CPU costs, but prompt lookup drafts only where the answer
+    # repeats the prompt: it is tried, adapted in the run, rather than ruled out by its prior.
+    book = routing.AcceptanceBook()
+    d = routing.decide("medium", CPU, book=book)
+    assert d.draft == "lookup" and d.adaptive and d.expected_speedup == 1.0
+    assert "no draft model is expected to pay here (best: Q8_0 draft" in d.reason and "free" in d.reason
+    book.record("lookup", "medium", examined=100, accepted=60)  # its copies kept 60% here: still worth it
+    assert routing.decide("medium", CPU, book=book).draft == "lookup"
+    book.record("lookup", "medium", examined=900, accepted=10)  # now 7%: copying loses at this tier
+    assert routing.decide("medium", CPU, book=book).draft == "none"
+    assert routing.decide("high", CPU, book=book).draft == "lookup"  # another tier's record has no bearing
 
 
 def test_grounded_prompts_bring_prompt_lookup_in():
