@@ -14,6 +14,8 @@
 # The stand-in is not a 2-core VM: the jobs share the socket's caches and memory bandwidth (at most
 # never_slower.PIN_SETS_MAX of them), so its figures are for the CPU profile, said as such.
 # BENCH_SECONDS (default 420): how long the bench call may measure; no bench part starts later.
+# Run on 2026-11-28 (an H100 host's Xeon with AVX-512 and AMX): build 115 s, bench 327 s with
+# BENCH_SECONDS=510; results in benchmarks/results/xeon-avx512-2026-11-28/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage="${1:?usage: lent_cpu.sh prepare|build|bench}"
@@ -64,19 +66,27 @@ b.patch(Path(sys.argv[1]))" "$tree" || exit 1
     echo "stock llama-bench done at $(elapsed) s"
     # llama.cpp before numpy in every process: on the CUDA image a load crashed otherwise (gpu_check.sh)
     echo 'import llama_cpp' > /tmp/site/sitecustomize.py
+    # Python there (/opt/torch/.venv) maps an older libstdc++ than the one llama.cpp was built with:
+    # loading a model then crashed in the tokenizer's set-up (2026-11-28); the build's own comes first
+    g++ -print-file-name=libstdc++.so.6 > /tmp/sq-preload
+    export LD_PRELOAD="$(cat /tmp/sq-preload)"
     cp .gpu/smol.part1 /tmp/smol.part1   # for the bench call: a later call replaces .gpu
     python3 -c "import llama_cpp as l; print(l.__version__); print(l.llama_print_system_info().decode())" \
         | tee "$OUT/llama-cpp.txt"
 elif [ "$stage" = bench ]; then
+    [ -s /tmp/sq-preload ] && export LD_PRELOAD="$(cat /tmp/sq-preload)"
     d="$SPECQUANT_HOME/models/smollm2-135m-instruct"
     mkdir -p "$d"
     cat /tmp/smol.part1 .gpu2/smol.part2 > "$d/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
     (root="$PWD" && cd "$d" && sha256sum -c "$root/.gpu2/smol.sha256") || exit 1
     python3 -c "import backends; from specquant.models import prepare_all; prepare_all(quiet=True)" || exit 1
     echo "demo files made at $(elapsed) s"
+    rm -rf /tmp/lc
     python3 benchmarks/never_slower.py --pin auto --min-seconds "${MIN_SECONDS:-2}" --max-repeats "${MAX_REPEATS:-6}" \
-        --native-rounds 15 --deadline $(( ${BENCH_SECONDS:-420} - $(elapsed) - 90 )) --out-dir "$OUT/never-slower"
+        --native-rounds 15 --deadline $(( ${BENCH_SECONDS:-420} - $(elapsed) - 90 )) --out-dir /tmp/lc/never-slower
     echo "never_slower done at $(elapsed) s"
+    # one file back: the device tool returns a handful of files per call, and the parts make dozens
+    tar czf "$OUT/lent-cpu.tgz" -C /tmp/lc never-slower && cp /tmp/lc/never-slower/verdicts.md "$OUT/"
 else
     echo "unknown stage $stage: prepare, build or bench" >&2
     exit 2
