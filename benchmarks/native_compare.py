@@ -1,9 +1,11 @@
 """SpecQuant's loop against llama.cpp's own tools, on the same files, side by side.
 
-1. Plain decoding through our backend vs ``llama-bench`` tg (same GGUF, same threads).
+1. Plain decoding through our backend vs ``llama-bench`` tg (same GGUF, same threads); and stock's
+   llama-bench relinked against the installed (patched) libraries vs stock, which splits the gap
+   into the build's kernels and our Python loop.
 2. Speculative decoding vs ``llama-speculative-simple`` (same target, draft, k, prompt).
 
-Runs alternate (native, ours, native, ours, ...) so machine drift hits both; only decode
+Runs alternate (native, ours, native, ours, ...; the order turns each round) so machine drift hits both; only decode
 speed is compared (prompt processing and loading are left out on both sides).
 
     python benchmarks/native_compare.py [--drafts q8,q4_0] [--k 1,3,4] [--prompts 4] [--native-bin DIR]
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -39,12 +42,85 @@ def native_bin() -> Path:
 REPS = 3  # llama-bench's -r: each round times this many runs on both sides and takes their mean
 
 
-def llama_bench_tg(bin_dir: Path, model: Path, n: int, threads: int) -> float:
+def llama_bench_tg(bin_dir: Path, model: Path, n: int, threads: int, tool: str = "llama-bench") -> float:
     env = {**os.environ, "LD_LIBRARY_PATH": str(bin_dir)}  # a shared-library build finds its own libraries
-    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n", str(n),
+    out = subprocess.run([str(bin_dir / tool), "-m", str(model), "-p", "0", "-n", str(n),
                           "-t", str(threads), "-r", str(REPS), "-o", "json"], check=True, capture_output=True,
                          text=True, env=env).stdout
     return float(json.loads(out)[0]["avg_ts"])
+
+
+def installed_bench(bin_dir: Path) -> Path | None:
+    """Stock's llama-bench linked again, against the installed llama-cpp-python's libraries (SpecQuant's
+    patched build): the same tool, the same objects, only the library differs. None where ``bin_dir``
+    is not a build folder of build_native.sh or the installed package has no shared libraries."""
+    import llama_cpp
+
+    tools = bin_dir.parent / "tools" / "llama-bench"
+    link = tools / "CMakeFiles" / "llama-bench.dir" / "link.txt"
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    if not link.is_file() or not (lib / "libllama.so").exists():
+        return None
+    out = bin_dir / "llama-bench-installed"
+    cmd = link.read_text().strip()
+    swap = {r"-o \S+": f"-o {out}", r"\S*/src/libllama\.a": f"-L{lib} -Wl,--disable-new-dtags,-rpath,{lib} -lllama"}
+    swap.update({rf"\S*/lib{name}\.a": f"-l{name}" for name in ("ggml", "ggml-cpu", "ggml-base")})
+    for pat, rep in swap.items():
+        cmd, n = re.subn(pat, lambda _m, rep=rep: rep, cmd)
+        if n != 1:
+            print(f"llama-bench's link line has changed ({pat!r} found {n} times): no relinked llama-bench", flush=True)
+            return None
+    done = subprocess.run(cmd, shell=True, cwd=tools, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"relinking llama-bench against {lib} failed:\n{done.stderr[-1500:]}", flush=True)
+        return None
+    return out
+
+
+def plain_vs_stock(model, bin_dir: Path, path: Path, n: int, rounds: int) -> dict:
+    """Plain decoding through our loop against llama-bench tg, and, where it can be relinked
+    (``installed_bench``), llama-bench on our build against stock. Each round times every side, in
+    an order that turns round by round, so a side is not always the one after a model load."""
+    sides = {"native": lambda: llama_bench_tg(bin_dir, path, n, model.n_threads, "llama-bench"),
+             "ours": lambda: ours_tg(model, n)}
+    relinked = installed_bench(bin_dir)
+    if relinked is not None:
+        sides["installed"] = lambda: llama_bench_tg(bin_dir, path, n, model.n_threads, relinked.name)
+    got: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            got[name].append(sides[name]())
+    res = {f"{name}_tok_s": v for name, v in got.items()}
+    res.update(_ratios(got["ours"], got["native"]))
+    if relinked is not None:
+        res.update(_ratios(got["installed"], got["native"], "build_"))
+        res.update(_ratios(got["ours"], got["installed"], "python_"))
+    return res
+
+
+def _ratios(a: list[float], b: list[float], prefix: str = "") -> dict:
+    """``a`` against ``b``: the ratio of their medians, the median of the rounds' own ratios and that
+    median's 90% interval (``interval``)."""
+    pairs = [x / y for x, y in zip(a, b)]
+    return {f"{prefix}ratio": statistics.median(a) / statistics.median(b),
+            f"{prefix}ratio_of_pairs": statistics.median(pairs), f"{prefix}interval": interval(pairs)}
+
+
+def interval(values: list[float], level: float = 0.90, draws: int = 2000) -> list[float]:
+    """A bootstrap interval of the median of ``values``: the rounds resampled with replacement,
+    ``draws`` times (a fixed seed: the same rounds give the same interval)."""
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    tail = (1 - level) / 2
+    return [meds[int(tail * draws)], meds[int((1 - tail) * draws) - 1]]
+
+
+def ours_tg(model, n: int) -> float:
+    """Our plain decoding from an (almost) empty context, as tg starts: the mean of REPS runs."""
+    one = model.tokenize("Hello")[:1]
+    return statistics.mean(run(model, one, max_tokens=n, stop_at_eos=False).stats.decode_tokens_per_s
+                           for _ in range(REPS))
 
 
 def native_spec(bin_dir: Path, target: Path, draft: Path, prompt: str, k: int, n: int, threads: int) -> dict:
@@ -81,20 +157,16 @@ def main() -> int:
     threads = eng.target.n_threads
     res = {"target": str(target), "threads": threads, "tg": {}, "spec": []}
 
-    # 1. plain decoding vs llama-bench tg
-    n = args.max_tokens
-    ours, native = [], []
-    for _ in range(args.rounds):
-        native.append(llama_bench_tg(bin_dir, target, n, threads))
-        one = eng.target.tokenize("Hello")[:1]  # tg starts from an (almost) empty context too
-        ours.append(statistics.mean(run(eng.target, one, max_tokens=n, stop_at_eos=False).stats.decode_tokens_per_s
-                                    for _ in range(REPS)))
-    pairs = [o / x for o, x in zip(ours, native)]
-    res["tg"] = {"native_tok_s": native, "ours_tok_s": ours, "ratio": statistics.median(ours) / statistics.median(native),
-                 "ratio_of_pairs": statistics.median(pairs)}
-    print(f"plain: ours {statistics.median(ours):.1f} tok/s vs llama-bench tg{n} {statistics.median(native):.1f} "
-          f"-> {res['tg']['ratio']:.3f}x (median of the {len(pairs)} rounds' own ratios: {res['tg']['ratio_of_pairs']:.3f}x, "
-          f"from {min(pairs):.3f}x to {max(pairs):.3f}x)", flush=True)
+    # 1. plain decoding vs llama-bench tg (and llama-bench on our build vs stock)
+    res["tg"] = plain_vs_stock(eng.target, bin_dir, target, args.max_tokens, args.rounds)
+    tg = res["tg"]
+    print(f"plain: ours {statistics.median(tg['ours_tok_s']):.1f} tok/s vs llama-bench tg{args.max_tokens} "
+          f"{statistics.median(tg['native_tok_s']):.1f} -> {tg['ratio']:.3f}x (median of the {args.rounds} rounds' "
+          f"own ratios: {tg['ratio_of_pairs']:.3f}x, 90% interval {tg['interval'][0]:.3f}-{tg['interval'][1]:.3f})",
+          flush=True)
+    if "installed_tok_s" in tg:
+        print(f"llama-bench on SpecQuant's build vs stock: {tg['build_ratio_of_pairs']:.3f}x (median of the rounds' "
+              f"ratios); SpecQuant's loop vs llama-bench on the same build: {tg['python_ratio_of_pairs']:.3f}x", flush=True)
 
     # 2. speculative decoding vs llama-speculative-simple
     prompts = load_prompts()[: args.prompts]
@@ -106,7 +178,7 @@ def main() -> int:
                 text = eng.target.apply_chat_template([{"role": "user", "content": p["prompt"]}])
                 toks = eng.target.tokenize(text)
                 for _ in range(args.rounds):
-                    nat = native_spec(bin_dir, target, draft_src.model.path, text, k, n, threads)
+                    nat = native_spec(bin_dir, target, draft_src.model.path, text, k, args.max_tokens, threads)
                     draft_src.p_min = 0.0
                     d = run(eng.target, toks, draft=draft_src, control=DraftControl(k), max_tokens=nat["tokens"])
                     rows.append({"prompt": p["id"], "native": nat, "ours": {

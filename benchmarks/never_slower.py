@@ -75,10 +75,15 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
             note += f"; within the noise: plain decoding judged the same way has its worst prompt at {floor:.3f}x"
         out.append({"check": what, "value": value, "target": target, "ok": ok, "note": note})
 
-    if native is not None:  # each round times stock, then ours: judged like the bench, by the rounds' own ratios
+    if native is not None:  # every round times each side: judged like the bench, by the rounds' own ratios
         tg = native["tg"]
         check("plain vs stock llama-bench tg (median of the rounds' ratios)", tg.get("ratio_of_pairs"),
-              PLAIN_VS_STOCK, f"ratio of the medians {tg['ratio']:.3f}x")
+              PLAIN_VS_STOCK, _spread(tg))
+        if "build_ratio_of_pairs" in tg:  # llama-bench relinked against SpecQuant's build: its kernels alone
+            check("llama-bench on SpecQuant's build vs stock (its kernels, no Python)", tg["build_ratio_of_pairs"],
+                  PLAIN_VS_STOCK, _spread(tg, "build_"))
+            out.append({"check": "SpecQuant's loop vs llama-bench, both on SpecQuant's build",
+                        "value": tg["python_ratio_of_pairs"], "target": "-", "ok": None, "note": _spread(tg, "python_")})
     for name, res in benches.items():
         n, floor = len(res["prompts"]), noise_floor(res)
         configs = {c: s for c, s in res["summary"].items() if not c.startswith("oracle")}
@@ -97,6 +102,15 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
             elif config.endswith("k=auto"):
                 check(f"{name}: {config}, worst prompt", s["min_speedup"], FORCED_WORST, _worst(res, config), floor)
     return out
+
+
+def _spread(tg: dict, prefix: str = "") -> str:
+    """The ratio of the medians and the 90% interval of the rounds' median ratio (native_compare)."""
+    note = f"ratio of the medians {tg[prefix + 'ratio']:.3f}x"
+    if prefix + "interval" in tg:
+        lo, hi = tg[prefix + "interval"]
+        note += f", 90% interval {lo:.3f}-{hi:.3f}x"
+    return note
 
 
 def _worst(res: dict, config: str) -> str:
@@ -177,15 +191,13 @@ def core_pairs(cpuinfo: str | None = None, allowed: set[int] | None = None,
                most: int = PIN_SETS_MAX) -> list[list[int]]:
     """Pairs of logical CPUs, each on its own physical core of the first socket, so that 2-thread
     jobs side by side each have two whole cores (a hyper-thread twin shares its core's units)."""
-    from backends.base import usable_cpus
+    from backends.base import cpu_topology, usable_cpus
 
     allowed = usable_cpus() if allowed is None else allowed
-    text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
-    first: dict[tuple[str, str], int] = {}
-    for block in text.split("\n\n"):
-        f = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
-        if f.get("processor", "").isdigit() and (allowed is None or int(f["processor"]) in allowed):
-            first.setdefault((f.get("physical id", "0"), f.get("core id", f["processor"])), int(f["processor"]))
+    first: dict[tuple[str, str], int] = {}  # a core's first allowed logical CPU
+    for cpu, core in cpu_topology(cpuinfo).items():
+        if allowed is None or cpu in allowed:
+            first.setdefault(core, cpu)
     if not first:
         raise SystemExit("--pin auto: no CPU topology in /proc/cpuinfo; name the CPU sets instead")
     socket = next(iter(first))[0]

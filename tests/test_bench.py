@@ -93,6 +93,30 @@ def test_spec_bench_bad_lines_name_the_line(tmp_path, line, says):
         load_prompts(f)
 
 
+def test_plain_vs_stock_splits_into_the_build_and_the_loop_with_an_interval(monkeypatch):
+    # native_compare times stock llama-bench, llama-bench relinked against our build, and our loop; the
+    # verdicts judge the kernels (build vs stock) apart, and say how far the rounds' median can be trusted.
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from native_compare import _ratios, interval
+    from never_slower import verdicts
+
+    assert interval([0.97] * 9) == [0.97, 0.97]
+    rounds = [0.90, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99, 1.02, 1.06]
+    lo, hi = interval(rounds)
+    assert 0.90 <= lo < 0.97 < hi <= 1.06 and interval(rounds) == [lo, hi]  # seeded: the same rounds, the same
+    tg = {**_ratios([96.0, 97.0, 95.0], [100.0] * 3), **_ratios([99.0, 101.0, 100.0], [100.0] * 3, "build_"),
+          **_ratios([96.0, 97.0, 95.0], [99.0, 101.0, 100.0], "python_")}
+    assert tg["ratio_of_pairs"] == 0.96 and tg["build_ratio_of_pairs"] == 1.0
+    rows = {r["check"]: r for r in verdicts({"tg": tg}, {})}
+    plain = rows["plain vs stock llama-bench tg (median of the rounds' ratios)"]
+    assert plain["ok"] is False and "90% interval 0.950-0.970x" in plain["note"]
+    assert rows["llama-bench on SpecQuant's build vs stock (its kernels, no Python)"]["ok"] is True
+    loop = rows["SpecQuant's loop vs llama-bench, both on SpecQuant's build"]
+    assert loop["ok"] is None and loop["value"] == 97 / 101  # the middle of 96/99, 97/101, 95/100
+
+
 def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_paths, monkeypatch):
     # benchmarks/never_slower.py judges `specquant bench` results against the promises' targets.
     import copy
