@@ -204,6 +204,23 @@ def usable_cpus() -> set[int] | None:
         return None
 
 
+def cpu_topology(cpuinfo: str | None = None) -> dict[int, tuple[str, str]]:
+    """Each logical CPU's (socket, core) from /proc/cpuinfo (or the text ``cpuinfo``), in its order;
+    empty where the file says nothing of cores (some VMs, other systems)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    out = {}
+    for block in cpuinfo.split("\n\n"):
+        f = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+        if f.get("processor", "").isdigit() and "core id" in f:
+            out[int(f["processor"])] = (f.get("physical id", "0"), f["core id"])
+    return out
+
+
 def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:
     """Physical cores among the CPUs this process may run on: hyper-threads share a core's
     arithmetic units, so they don't help, and a thread per CPU outside the process's affinity
@@ -211,26 +228,6 @@ def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) 
     others. ``cpuinfo`` and ``allowed`` stand in for /proc/cpuinfo and the affinity in tests."""
     if allowed is None:
         allowed = usable_cpus()
-    try:
-        if cpuinfo is None:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-    except OSError:
-        cpuinfo = ""
-    cores = set()
-    cpu = phys = core = None
-    for line in cpuinfo.splitlines() + [""]:
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "processor":
-            cpu = int(value) if value.strip().isdigit() else None
-        elif key == "physical id":
-            phys = value.strip()
-        elif key == "core id":
-            core = value.strip()
-        elif not line.strip():
-            if core is not None and (allowed is None or cpu is None or cpu in allowed):
-                cores.add((phys, core))
-            cpu = phys = core = None
+    cores = {c for cpu, c in cpu_topology(cpuinfo).items() if allowed is None or cpu in allowed}
     usable = len(allowed) if allowed else (os.cpu_count() or 1)
     return max(1, min(len(cores), usable) if cores else usable)

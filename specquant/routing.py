@@ -187,33 +187,42 @@ def decide(
     candidates.sort(key=lambda x: -x["expected_speedup"])
     # A model draft must clear the controller's bar for a bet, or the run would stop it at once.
     paying = [x for x in candidates if x["expected_speedup"] >= (MIN_GAIN if x["draft_cost"] is None else BET_MIN_GAIN)]
-    # Below the bar, a free source is still tried where its copies pay: prompt lookup costs nothing
-    # until the answer repeats the prompt, verifies a copy only after matches it can trust and stops
-    # copying when copies fail, so how often it copies is found in the run, not guessed from a prior.
-    # What a copy keeps: what its copies kept in runs here, or, before any, on grounded prompts.
-    floor = [x for x in candidates if x["draft_cost"] is None and max(
-        expected_speedup(costs[x["draft"]], book.estimate(x["draft"], tier, GROUNDED_LOOKUP), k)
-        for k in range(1, k_max + 1)) >= MIN_GAIN]
-    if not paying and floor:
-        top, models = floor[0], [x for x in candidates if x["draft_cost"] is not None]
-        why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
-                        for x in models[:2])
-        return Decision(top["draft"], top["k"], "auto", tier, 1.0, top["acceptance"], None,
-                        f"{sources.label(top['draft'])}, k={top['k']} to start, adapted to the acceptance seen: "
-                        f"no draft model is expected to pay here{f' (best: {why})' if why else ''}, but prompt "
-                        "lookup is free: it drafts only where the answer repeats the prompt and stops when its "
-                        f"copies fail, so where nothing repeats it costs little; tier {tier}"
-                        f"{', grounded prompt' if grounded else ''}", candidates)
     if not paying:
-        why = "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
-                        for x in candidates[:3])
-        return Decision("none", 0, "auto", tier, 1.0, None, None,
-                        "no draft: nothing is expected to beat plain decoding by enough on this machine (a model "
-                        f"draft must be expected at {BET_MIN_GAIN:.2f}x, prompt lookup at {MIN_GAIN:.2f}x)"
-                        + (f"; best: {why}" if why else ""), candidates)
+        return _below_the_bar(candidates, costs, book, tier, grounded, k_max)
     top = paying[0]
     k = top["k"]
     how = "" if fixed else " to start, adapted to the acceptance seen"
     return Decision(top["draft"], k, "auto", tier, top["expected_speedup"], top["acceptance"], top["draft_cost"],
                     _sentence(top["draft"], k, top["expected_speedup"], top["draft_cost"], top["acceptance"])
                     + f"{how}; tier {tier}{', grounded prompt' if grounded else ''}", candidates, k_fixed=fixed)
+
+
+def _below_the_bar(candidates: list[dict], costs: dict[str, Costs], book: AcceptanceBook, tier: str, grounded: bool,
+                   k_max: int) -> Decision:
+    """Policy auto's choice when no source is expected to clear its bar. A free source is still
+    tried where its copies pay: prompt lookup costs nothing until the answer repeats the prompt,
+    verifies a copy only after matches it can trust and stops copying when copies fail, so how
+    often it copies is found in the run, not guessed from a prior. What a copy keeps: what its
+    copies kept in runs here, or, before any, on grounded prompts. Else no draft."""
+    floor = [x for x in candidates if x["draft_cost"] is None and max(
+        expected_speedup(costs[x["draft"]], book.estimate(x["draft"], tier, GROUNDED_LOOKUP), k)
+        for k in range(1, k_max + 1)) >= MIN_GAIN]
+    tail = f"; tier {tier}{', grounded prompt' if grounded else ''}"
+    if floor:
+        top, why = floor[0], _best([x for x in candidates if x["draft_cost"] is not None], 2)
+        return Decision(top["draft"], top["k"], "auto", tier, 1.0, top["acceptance"], None,
+                        f"{sources.label(top['draft'])}, k={top['k']} to start, adapted to the acceptance seen: "
+                        f"no draft model is expected to pay here{f' (best: {why})' if why else ''}, but prompt "
+                        "lookup is free: it drafts only where the answer repeats the prompt and stops when its "
+                        f"copies fail, so where nothing repeats it costs little{tail}", candidates)
+    why = _best(candidates, 3)
+    return Decision("none", 0, "auto", tier, 1.0, None, None,
+                    "no draft: nothing is expected to beat plain decoding by enough on this machine (a model "
+                    f"draft must be expected at {BET_MIN_GAIN:.2f}x, prompt lookup at {MIN_GAIN:.2f}x)"
+                    + (f"; best: {why}" if why else ""), candidates)
+
+
+def _best(candidates: list[dict], n: int) -> str:
+    """The first ``n`` candidates' expectations, in words."""
+    return "; ".join(_sentence(x["draft"], x["k"], x["expected_speedup"], x["draft_cost"], x["acceptance"])
+                     for x in candidates[:n])
