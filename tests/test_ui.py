@@ -87,7 +87,9 @@ def app(smol_paths):
 
 
 def _compare(client, prompt, draft="auto", k="auto", max_tokens=48, alone="off"):
-    return client.submit(prompt, draft, k, "from analysis", 0, 0, max_tokens, "default", alone, api_name="/compare")
+    # by name, as an API user would: the endpoints' parameters say what they are
+    return client.submit(prompt=prompt, draft=draft, k=k, tier="from analysis", temperature=0, seed=0,
+                         max_tokens=max_tokens, family="default", alone=alone, api_name="/compare")
 
 
 def test_compare_endpoint_streams_and_ends_with_statistics(app):
@@ -118,7 +120,8 @@ def test_benchmark_tab_runs_quantized_alone_beside_the_exact_runs(app):
     from gradio_client import Client
 
     status, table, _, path = Client(app.local_url, verbose=False).predict(
-        ["facts"], 2, ["lookup"], ["4"], 16, "default", ["q4_0"], api_name="/bench")
+        categories=["facts"], max_prompts=2, drafts=["lookup"], draft_lengths=["4"], max_tokens=16, family="default",
+        alone=["q4_0"], api_name="/bench")
     rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
     assert "Done: 2 prompts." in status and set(rows) >= {"lookup k=4", "policy auto", "Q4_0 alone"}
     assert rows["lookup k=4"]["identical"] == "2/2" and rows["lookup k=4"]["first difference (mean token)"] is None

@@ -114,14 +114,17 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                                 height=280)
             b_file = gr.File(label="bench.json")
 
-        def settings_of(d, kk, t, tmp, sd, mt, fam, al="off") -> Settings:
-            if al not in ALONE:
-                raise InputError(f"unknown choice {al!r} for the quantized model alone: use {', '.join(ALONE)}")
-            return Settings(draft=d, k=kk, temperature=float(tmp), seed=int(sd or 0), max_tokens=int(mt),
-                            tier=None if t == "from analysis" else t,
-                            model=None if fam in (None, "default") else fam, alone=ALONE[al])
+        def settings_of(draft, k, tier, temperature, seed, max_tokens, family, alone="off") -> Settings:
+            if alone not in ALONE:
+                raise InputError(f"unknown choice {alone!r} for the quantized model alone: use {', '.join(ALONE)}")
+            return Settings(draft=draft, k=k, temperature=float(temperature), seed=int(seed or 0),
+                            max_tokens=int(max_tokens), tier=None if tier == "from analysis" else tier,
+                            model=None if family in (None, "default") else family, alone=ALONE[alone])
 
-        def compare(text, d, kk, t, tmp, sd, mt, fam, al="off", request: gr.Request = None):
+        # The handlers' parameters are named for API users (gradio_client shows them); inside, they
+        # shadow the input components of the same names, which the handlers don't use.
+        def compare(prompt, draft, k, tier, temperature, seed, max_tokens, family, alone="off",
+                    request: gr.Request = None):
             sid = getattr(request, "session_hash", None) or "anon"
             stop = stops[sid] = threading.Event()
             # Every yield carries the whole view, so the last one is the complete result (API too).
@@ -129,8 +132,8 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                     plain_live: "", spec_live: "", summary: "", status: "", analysis: "*Analysing…*",
                     spec_title: "### SpecQuant (FP16 + draft)", race: None, accept: None,
                     alone_pane: render.pane_html([], empty="waiting"), alone_live: "",
-                    alone_col: gr.Column(visible=ALONE.get(al) is not None),
-                    alone_title: f"### {al} alone (plain decoding, its own answer)"}
+                    alone_col: gr.Column(visible=ALONE.get(alone) is not None),
+                    alone_title: f"### {alone} alone (plain decoding, its own answer)"}
 
             def show(changes):
                 view.update(changes)
@@ -141,12 +144,12 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
             cur = {side: ([], [], [], [0, 0], []) for side in ("plain", "spec", "alone")}
             last = 0.0
             try:
-                settings = settings_of(d, kk, t, tmp, sd, mt, fam, al)
+                settings = settings_of(draft, k, tier, temperature, seed, max_tokens, family, alone)
                 st = service.status(settings.model)
                 while st.status == "loading":
                     yield show({status: render.note_html(f"Loading the model: {st.line}")})
                     time.sleep(0.5)
-                for ev in service.compare(text, settings, stop=stop):
+                for ev in service.compare(prompt, settings, stop=stop):
                     typ = ev["type"]
                     if typ == "analysis":
                         label = ev["label"] if ev["decision"]["draft"] != "none" else "no draft"
@@ -171,14 +174,14 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                         yield show({pane: _pane(side, cur, empty="(no tokens)"),
                                     live: render.live_line(s["tokens"], s["wall_s"], s["drafted"], s["accepted"])})
                     elif typ == "stopped":
-                        where = {"plain": "plain", "spec": "SpecQuant", "alone": f"{al} alone"}[ev["side"]]
+                        where = {"plain": "plain", "spec": "SpecQuant", "alone": f"{alone} alone"}[ev["side"]]
                         yield show({status: render.note_html(f"Stopped during the {where} run.")})
                     elif typ == "summary":
                         import pandas as pd
 
                         yield show({summary: render.summary_md(ev),
                                     race: pd.DataFrame(render.race_rows(cur["plain"][2], cur["spec"][2],
-                                                                        cur["alone"][2], al)),
+                                                                        cur["alone"][2], alone)),
                                     accept: pd.DataFrame(render.acceptance_rows(ev["spec"]))})
             except Exception as e:  # noqa: BLE001 - every failure is shown in plain words; the app keeps serving
                 yield show({status: render.error_md(str(e) or e.__class__.__name__)})
@@ -206,17 +209,18 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
         demo.load(both, [family], [hw_md, model_status], api_name=False)
         gr.Timer(2.0).tick(both, [family], [hw_md, model_status], api_name=False)
 
-        def bench(categories, n, drafts_sel, ks_sel, tokens, fam, alone_sel=(), progress=gr.Progress()):
+        def bench(categories, max_prompts, drafts, draft_lengths, max_tokens, family, alone=(),
+                  progress=gr.Progress()):
             import pandas as pd
 
-            prompts = [p for p in load_prompts() if p["category"] in (categories or [])][: int(n)]
-            if not prompts or not drafts_sel or not ks_sel:
+            prompts = [p for p in load_prompts() if p["category"] in (categories or [])][: int(max_prompts)]
+            if not prompts or not drafts or not draft_lengths:
                 return render.error_md("Pick at least one category, one draft source and one draft length."), \
                     None, None, None
             try:
-                res = service.bench(prompts, ",".join(drafts_sel), ",".join(ks_sel), ["auto"], int(tokens),
+                res = service.bench(prompts, ",".join(drafts), ",".join(draft_lengths), ["auto"], int(max_tokens),
                                     progress=lambda i, total, msg: progress(i / total, desc=msg),
-                                    model=None if fam in (None, "default") else fam, alone=alone_sel or ())
+                                    model=None if family in (None, "default") else family, alone=alone or ())
             except Exception as e:  # noqa: BLE001
                 return render.error_md(str(e)), None, None, None
             rows = [{"configuration": name,
