@@ -166,7 +166,8 @@ def main() -> int:
           flush=True)
     if "installed_tok_s" in tg:
         print(f"llama-bench on SpecQuant's build vs stock: {tg['build_ratio_of_pairs']:.3f}x (median of the rounds' "
-              f"ratios); SpecQuant's loop vs llama-bench on the same build: {tg['python_ratio_of_pairs']:.3f}x", flush=True)
+              f"ratios); SpecQuant's loop vs llama-bench on the same build: {tg['python_ratio_of_pairs']:.3f}x",
+              flush=True)
 
     # 2. speculative decoding vs llama-speculative-simple
     prompts = load_prompts()[: args.prompts]

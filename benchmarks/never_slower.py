@@ -83,7 +83,8 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
             check("llama-bench on SpecQuant's build vs stock (its kernels, no Python)", tg["build_ratio_of_pairs"],
                   PLAIN_VS_STOCK, _spread(tg, "build_"))
             out.append({"check": "SpecQuant's loop vs llama-bench, both on SpecQuant's build",
-                        "value": tg["python_ratio_of_pairs"], "target": "-", "ok": None, "note": _spread(tg, "python_")})
+                        "value": tg["python_ratio_of_pairs"], "target": "-", "ok": None,
+                        "note": _spread(tg, "python_")})
     for name, res in benches.items():
         n, floor = len(res["prompts"]), noise_floor(res)
         configs = {c: s for c, s in res["summary"].items() if not c.startswith("oracle")}
