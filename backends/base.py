@@ -204,21 +204,25 @@ def usable_cpus() -> set[int] | None:
         return None
 
 
-def cpu_topology(cpuinfo: str | None = None) -> dict[int, tuple[str, str]]:
-    """Each logical CPU's (socket, core) from /proc/cpuinfo (or the text ``cpuinfo``), in its order;
-    empty where the file says nothing of cores (some VMs, other systems)."""
+def cpuinfo_blocks(cpuinfo: str | None = None) -> list[dict[str, str]]:
+    """/proc/cpuinfo (or the text ``cpuinfo``) as one dict of fields per logical CPU, in its order;
+    empty where there is no such file (macOS, Windows)."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as f:
                 cpuinfo = f.read()
         except OSError:
             cpuinfo = ""
-    out = {}
-    for block in cpuinfo.split("\n\n"):
-        f = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
-        if f.get("processor", "").isdigit() and "core id" in f:
-            out[int(f["processor"])] = (f.get("physical id", "0"), f["core id"])
-    return out
+    blocks = ({k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines() if line.strip())}
+              for block in cpuinfo.split("\n\n"))
+    return [b for b in blocks if b]
+
+
+def cpu_topology(cpuinfo: str | None = None) -> dict[int, tuple[str, str]]:
+    """Each logical CPU's (socket, core) from /proc/cpuinfo (or the text ``cpuinfo``), in its order;
+    empty where the file says nothing of cores (some VMs, other systems)."""
+    return {int(f["processor"]): (f.get("physical id", "0"), f["core id"]) for f in cpuinfo_blocks(cpuinfo)
+            if f.get("processor", "").isdigit() and "core id" in f}
 
 
 def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:

@@ -75,6 +75,9 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
             note += f"; within the noise: plain decoding judged the same way has its worst prompt at {floor:.3f}x"
         out.append({"check": what, "value": value, "target": target, "ok": ok, "note": note})
 
+    def note_row(what: str, value, note: str) -> None:  # a figure to read the others by, with no target
+        out.append({"check": what, "value": value, "target": "-", "ok": None, "note": note})
+
     if native is not None:  # every round times each side: judged like the bench, by the rounds' own ratios
         tg = native["tg"]
         check("plain vs stock llama-bench tg (median of the rounds' ratios)", tg.get("ratio_of_pairs"),
@@ -82,16 +85,15 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
         if "build_ratio_of_pairs" in tg:  # llama-bench relinked against SpecQuant's build: its kernels alone
             check("llama-bench on SpecQuant's build vs stock (its kernels, no Python)", tg["build_ratio_of_pairs"],
                   PLAIN_VS_STOCK, _spread(tg, "build_"))
-            out.append({"check": "SpecQuant's loop vs llama-bench, both on SpecQuant's build",
-                        "value": tg["python_ratio_of_pairs"], "target": "-", "ok": None,
-                        "note": _spread(tg, "python_")})
+            note_row("SpecQuant's loop vs llama-bench, both on SpecQuant's build", tg["python_ratio_of_pairs"],
+                     _spread(tg, "python_"))
     for name, res in benches.items():
         n, floor = len(res["prompts"]), noise_floor(res)
         configs = {c: s for c, s in res["summary"].items() if not c.startswith("oracle")}
         if res.get("of_prompts", n) != n:  # a pinned run stopped at its deadline before every part ran
             check(f"{name}: prompts measured", n, res["of_prompts"], "the rest were not run before the deadline")
-        out.append({"check": f"{name}: noise floor (plain decoding judged as a configuration), worst prompt",
-                    "value": floor, "target": "-", "ok": None, "note": "for reference"})
+        note_row(f"{name}: noise floor (plain decoding judged as a configuration), worst prompt", floor,
+                 "for reference")
         differ = [c for c, s in configs.items() if s["identical"] < n]
         check(f"{name}: every output identical to plain", min(s["identical"] for s in configs.values()), n,
               f"differing: {', '.join(differ)}" if differ else f"{len(configs)} configurations")
@@ -128,15 +130,11 @@ def _worst(res: dict, config: str) -> str:
 
 def cpu_profile() -> dict:
     """The CPU's vector extensions and what the installed llama.cpp uses of them."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
     import llama_cpp
+
+    from backends.base import cpuinfo_blocks
+
+    flags = set(next((b["flags"] for b in cpuinfo_blocks() if "flags" in b), "").split())
 
     info = llama_cpp.llama_print_system_info().decode()
     return {"cpu_avx512": sorted(f for f in flags if f.startswith("avx512")), "cpu_avx2": "avx2" in flags,

@@ -89,22 +89,15 @@ def _nvidia_smi() -> tuple[str, int, int] | None:
 
 
 def detect() -> Hardware:
-    from backends.base import physical_cores, usable_cpus
+    from backends.base import cpuinfo_blocks, physical_cores, usable_cpus
 
     total, avail = _meminfo()
     cores = physical_cores()
     logical = len(usable_cpus() or ()) or os.cpu_count() or cores
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         return Hardware("apple", "mlx", "Apple Silicon", cores, logical, total, avail)
-    cpu_name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu_name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    named = [b["model name"] for b in cpuinfo_blocks() if b.get("model name")]
+    cpu_name = named[0] if named else platform.processor() or platform.machine()
     gpu = None
     try:
         from backends.llama_cpp import gpu_offload

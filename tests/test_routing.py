@@ -119,6 +119,16 @@ def test_detect_this_machine():
 CPUINFO_2X2 = "".join(f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu // 2}\n\n" for cpu in range(4))
 
 
+def test_cpuinfo_blocks_one_dict_of_fields_per_cpu():
+    from backends.base import cpu_topology, cpuinfo_blocks
+
+    text = "processor\t: 0\nmodel name\t: AMD EPYC 7B13: 2 cores\nflags\t\t: fpu avx2\n\nprocessor\t: 1\n\n\n"
+    assert cpuinfo_blocks(text) == [{"processor": "0", "model name": "AMD EPYC 7B13: 2 cores", "flags": "fpu avx2"},
+                                    {"processor": "1"}]
+    assert cpuinfo_blocks("") == [] and cpu_topology(text) == {}  # no core ids: no topology
+    assert cpu_topology(CPUINFO_2X2) == {0: ("0", "0"), 1: ("0", "0"), 2: ("0", "1"), 3: ("0", "1")}
+
+
 def test_physical_cores_counts_only_the_cores_this_process_may_use():
     from backends.base import physical_cores
 
