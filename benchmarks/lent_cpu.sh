@@ -14,6 +14,9 @@
 # The stand-in is not a 2-core VM: the jobs share the socket's caches and memory bandwidth (at most
 # never_slower.PIN_SETS_MAX of them), so its figures are for the CPU profile, said as such.
 # BENCH_SECONDS (default 420): how long the bench call may measure; no bench part starts later.
+# PIN (default auto): the CPU sets, as never_slower.py --pin takes them ("0,1 2,3 4,5": native on the
+# first). The 2026-11-28 run had six jobs on one socket whose L3 (300 MiB as reported) could nearly hold
+# the F16 target (270 MB) for one job alone; fewer jobs may trade rounds for a quieter figure.
 # Run on 2026-11-28 (an H100 host's Xeon with AVX-512 and AMX): build 115 s, bench 327 s with
 # BENCH_SECONDS=510; results in benchmarks/results/xeon-avx512-2026-11-28/.
 set -uo pipefail
@@ -82,7 +85,7 @@ elif [ "$stage" = bench ]; then
     python3 -c "import backends; from specquant.models import prepare_all; prepare_all(quiet=True)" || exit 1
     echo "demo files made at $(elapsed) s"
     rm -rf /tmp/lc
-    python3 benchmarks/never_slower.py --pin auto --min-seconds "${MIN_SECONDS:-2}" --max-repeats "${MAX_REPEATS:-6}" \
+    python3 benchmarks/never_slower.py --pin "${PIN:-auto}" --min-seconds "${MIN_SECONDS:-2}" --max-repeats "${MAX_REPEATS:-6}" \
         --native-rounds 15 --deadline $(( ${BENCH_SECONDS:-420} - $(elapsed) - 90 )) --out-dir /tmp/lc/never-slower
     echo "never_slower done at $(elapsed) s"
     # one file back: the device tool returns a handful of files per call, and the parts make dozens
