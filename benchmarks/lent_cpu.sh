@@ -85,7 +85,8 @@ elif [ "$stage" = bench ]; then
     python3 -c "import backends; from specquant.models import prepare_all; prepare_all(quiet=True)" || exit 1
     echo "demo files made at $(elapsed) s"
     rm -rf /tmp/lc
-    python3 benchmarks/never_slower.py --pin "${PIN:-auto}" --min-seconds "${MIN_SECONDS:-2}" --max-repeats "${MAX_REPEATS:-6}" \
+    python3 benchmarks/never_slower.py --pin "${PIN:-auto}" \
+        --min-seconds "${MIN_SECONDS:-2}" --max-repeats "${MAX_REPEATS:-6}" \
         --native-rounds 15 --deadline $(( ${BENCH_SECONDS:-420} - $(elapsed) - 90 )) --out-dir /tmp/lc/never-slower
     echo "never_slower done at $(elapsed) s"
     # one file back: the device tool returns a handful of files per call, and the parts make dozens
