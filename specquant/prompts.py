@@ -18,14 +18,24 @@ def load_prompts(path: str | Path | None = None) -> list[dict]:
     ...}]}``), or Spec-Bench's ``question.jsonl`` (see ``load_spec_bench``)."""
     if path and Path(path).suffix == ".jsonl":
         return load_spec_bench(path)
-    if path:
-        data = json.loads(Path(path).read_text())
-    else:
-        data = json.loads(resources.files("specquant").joinpath("data/prompts.json").read_text())
-    prompts = data["prompts"] if isinstance(data, dict) else data
+    name = str(path) if path else "the bundled prompt set"
+    text = Path(path).read_text() if path else resources.files("specquant").joinpath("data/prompts.json").read_text()
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{name}: not JSON ({e}); a prompt set is {{\"prompts\": [{{\"id\": ..., "
+                         "\"prompt\": ...}, ...]}, or Spec-Bench's question.jsonl") from None
+    prompts = data.get("prompts") if isinstance(data, dict) else data
+    if not isinstance(prompts, list) or not prompts:
+        raise ValueError(f"{name}: no prompts (a prompt set is {{\"prompts\": [...]}} or a list of prompts)")
+    seen = set()
     for p in prompts:
-        if not isinstance(p, dict) or not isinstance(p.get("prompt"), str) or not p.get("id"):
-            raise ValueError(f"each prompt needs an 'id' and a 'prompt' text: {p!r}")
+        if not isinstance(p, dict) or not isinstance(p.get("prompt"), str) or not isinstance(p.get("id"), (str, int)) \
+                or p["id"] == "":
+            raise ValueError(f"{name}: each prompt needs an 'id' and a 'prompt' text: {p!r}")
+        if p["id"] in seen:
+            raise ValueError(f"{name}: prompt id {p['id']!r} appears twice")
+        seen.add(p["id"])
     return prompts
 
 

@@ -93,6 +93,21 @@ def test_spec_bench_bad_lines_name_the_line(tmp_path, line, says):
         load_prompts(f)
 
 
+@pytest.mark.parametrize("text, says", [
+    ("not json", "not JSON .*a prompt set is"),
+    ('{"questions": []}', "no prompts"),
+    ("[]", "no prompts"),
+    ('[{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}]', "prompt id 'a' appears twice"),
+    ('{"prompts": [{"id": ["a"], "prompt": "x"}]}', "each prompt needs an 'id' and a 'prompt' text"),
+    ('{"prompts": [{"id": "a"}]}', "each prompt needs an 'id' and a 'prompt' text"),
+])
+def test_a_bad_prompt_set_says_what_is_wrong_and_where(tmp_path, text, says):
+    f = tmp_path / "mine.json"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=f"{f}: {says}"):
+        load_prompts(f)
+
+
 def test_plain_vs_stock_splits_into_the_build_and_the_loop_with_an_interval(monkeypatch):
     # native_compare times stock llama-bench, llama-bench relinked against our build, and our loop; the
     # verdicts judge the kernels (build vs stock) apart, and say how far the rounds' median can be trusted.
