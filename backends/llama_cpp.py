@@ -211,10 +211,12 @@ class LlamaCppModel(Model):
         self._ctx = ctx
         self._mem = lc.llama_get_memory(ctx)
         self.n_ctx = int(lc.llama_n_ctx(ctx))
-        self.n_batch = n_batch
+        # llama.cpp caps a batch at the context's size (a 64-token context takes 64 at a time); what it
+        # granted, not what was asked, bounds each llama_decode call (it aborts the process beyond it)
+        self.n_batch = min(int(lc.llama_n_batch(ctx)), int(lc.llama_n_ubatch(ctx)))
         self.n_vocab = self._w.n_vocab
         self.eos_ids = self._w.eos_ids
-        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self._lc = lc
         self._view: tuple[int, np.ndarray] = (0, np.empty((0, self.n_vocab), np.float32))  # see _logits
 
