@@ -14,6 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
+from .cli import count
 from .prompts import SPEC_BENCH, correct, load_prompts
 from . import sources
 from .speculative import Done, agreement, chain, finish
@@ -370,17 +371,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--prompts", help="a prompts JSON file, or Spec-Bench's question.jsonl (default: the bundled set)")
     ap.add_argument("--ids", help="comma-separated prompt ids to run")
     ap.add_argument("--category", help="only prompts of this category (e.g. grounded)")
-    ap.add_argument("--limit", type=int, help="only the first N prompts")
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=1, help="run each prompt's interleaved sequence this many times")
+    ap.add_argument("--limit", type=count, help="only the first N prompts")
+    ap.add_argument("--max-tokens", type=count, default=64)
+    ap.add_argument("--repeats", type=count, default=1, help="run each prompt's interleaved sequence this many times")
     ap.add_argument("--min-seconds", type=float, default=5.0,
                     help="and more times (up to --max-repeats) until each configuration has run about this long "
                          "(default 5.0: a prompt's median ratio then varies by about 1%% on a quiet 2-core VM)")
-    ap.add_argument("--max-repeats", type=int, default=30)
+    ap.add_argument("--max-repeats", type=count, default=30)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ctx", type=int, default=4096)
-    ap.add_argument("--threads", type=int)
+    ap.add_argument("--ctx", type=count, default=4096)
+    ap.add_argument("--threads", type=count)
     ap.add_argument("--backend", choices=["llama.cpp", "mlx"], help="default: mlx on Apple Silicon, else llama.cpp")
     ap.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     args = ap.parse_args(argv)

@@ -9,13 +9,24 @@ import sys
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 
 
+def count(text: str) -> int:
+    """argparse's type for a count of tokens or threads: a whole number from 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 is needed, got {text!r}")
+    return n
+
+
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model family (see `specquant models`), demo, a Hub repo owner/name, or a "
                                    "local F16 .gguf (default: the largest family that suits this machine; "
                                    "the demo model when the Hub can't be reached)")
     p.add_argument("--target", help="a local F16 GGUF (same as --model PATH)")
-    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--ctx", type=count, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--threads", type=count, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--backend", choices=["llama.cpp", "mlx"],
                    help="inference engine (default: mlx on Apple Silicon, llama.cpp elsewhere)")
 

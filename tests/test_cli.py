@@ -52,10 +52,17 @@ def test_human_output_and_lookup_and_auto(tiny_paths):
     (["--prompt", "hi", "--max-tokens", "0"], "max_tokens must be"),
     (["--prompt", "hi", "--draft", "q17"], "unknown draft"),
     (["--prompt", "hi", "--temperature", "-1"], "temperature"),
+    (["--prompt", "hi", "--ctx", "0"], "argument --ctx: a whole number from 1 is needed, got '0'"),
+    (["--prompt", "hi", "--threads", "two"], "argument --threads: a whole number from 1 is needed"),
 ])
 def test_bad_input_is_a_clear_error(tiny_paths, args, msg):
     r = cli("--target", str(tiny_paths["F16"]), *args, check=False)
     assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_counts_from_one(tiny_paths):
+    r = cli("bench", "--target", str(tiny_paths["F16"]), "--max-repeats", "-1", check=False)
+    assert r.returncode == 2 and "argument --max-repeats: a whole number from 1 is needed, got '-1'" in r.stderr
 
 
 def test_bad_files(tiny_paths, tmp_path):
