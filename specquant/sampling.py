@@ -6,6 +6,7 @@ At temperature 0 the sampler is argmax and ``probs`` is one-hot.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,8 @@ class Sampler:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and not (isinstance(self.seed, numbers.Integral) and self.seed >= 0):
+            raise ValueError(f"seed must be a whole number >= 0 (or none for a fresh one), got {self.seed!r}")
         self.rng = np.random.default_rng(self.seed)
 
     @property

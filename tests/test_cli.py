@@ -52,6 +52,7 @@ def test_human_output_and_lookup_and_auto(tiny_paths):
     (["--prompt", "hi", "--max-tokens", "0"], "max_tokens must be"),
     (["--prompt", "hi", "--draft", "q17"], "unknown draft"),
     (["--prompt", "hi", "--temperature", "-1"], "temperature"),
+    (["--prompt", "hi", "--temperature", "0.7", "--seed", "-1"], "seed must be a whole number >= 0"),
     (["--prompt", "hi", "--ctx", "0"], "argument --ctx: a whole number from 1 is needed, got '0'"),
     (["--prompt", "hi", "--threads", "two"], "argument --threads: a whole number from 1 is needed"),
 ])

@@ -29,7 +29,9 @@ def test_seeded_sampling_is_reproducible():
     assert len(set(a)) == 1
 
 
-@pytest.mark.parametrize("kw", [{"temperature": -1}, {"top_k": -2}, {"top_p": 0}, {"top_p": 1.5}])
+@pytest.mark.parametrize("kw", [{"temperature": -1}, {"top_k": -2}, {"top_p": 0}, {"top_p": 1.5},
+                                {"seed": -1}, {"seed": 1.5}])
 def test_bad_settings_are_refused(kw):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kw))):
         Sampler(**kw)
+    assert Sampler(1.0, seed=np.int64(3)).seed == 3 and Sampler(1.0, seed=None).seed is None
