@@ -322,8 +322,8 @@ class LlamaCppModel(Model):
         n = len(tokens)
         if n == 0:
             return np.empty((0, self.n_vocab), dtype=np.float32)
-        if n > self.n_batch:
-            raise BackendError(f"eval of {n} tokens exceeds the batch size {self.n_batch}")
+        if n > self.n_batch:  # a context smaller than a verify pass (--ctx 16, k 32): in parts, same logits
+            return np.concatenate([self.eval(tokens[i : i + self.n_batch]) for i in range(0, n, self.n_batch)])
         self._decode(tokens, True)
         return self._logits(self._lc.llama_get_logits(self._ctx), n).copy()
 

@@ -123,14 +123,18 @@ def test_file_loaded_twice_is_loaded_once(tiny_paths):
     assert len([k for k in llama_cpp._weights if k[0] == str(tiny_paths["F16"].resolve())]) == 1
 
 
-def test_a_small_context_takes_batches_of_its_own_size(tiny_paths, tiny):
-    # llama.cpp caps a batch at the context asked for (64 here) and pads the context itself to 256:
-    # a 200-token prompt fits, and prefilling it in batches of 512 aborted the whole process.
-    small = load_model(tiny_paths["F16"], n_ctx=64)
-    assert small.n_batch <= 64 < small.n_ctx
+def test_a_small_context_takes_batches_of_its_own_size(tiny_paths):
+    # llama.cpp caps a batch at the context asked for (16 here) and pads the context itself to 256:
+    # a 200-token prompt fits, and prefilling it in batches of 512 aborted the whole process. A verify
+    # pass longer than that batch (k = 32) goes in parts, each exact, so the output is still plain's.
+    small = load_model(tiny_paths["F16"], n_ctx=16)
+    assert small.n_batch <= 16 < small.n_ctx
     prompt = [int(t) for t in np.random.default_rng(5).integers(0, small.n_vocab, 200)]
-    out, ref = (run(m, prompt, max_tokens=40, stop_at_eos=False) for m in (small, tiny))
-    assert len(out.tokens) == 40 and out.tokens == ref.tokens
+    plain = run(small, prompt, max_tokens=40, stop_at_eos=False)
+    spec = run(small, prompt, max_tokens=40, stop_at_eos=False, draft=Scripted(len(prompt), plain.tokens),
+               control=DraftControl(32))
+    assert len(plain.tokens) == 40 and spec.tokens == plain.tokens
+    assert spec.stats.target_passes <= 3  # 33-token passes, each in three parts
 
 
 # --- bad input --------------------------------------------------------------------------
