@@ -212,7 +212,8 @@ def _below_the_bar(candidates: list[dict], costs: dict[str, Costs], book: Accept
         top, why = floor[0], _best([x for x in candidates if x["draft_cost"] is not None], 2)
         return Decision(top["draft"], top["k"], "auto", tier, 1.0, top["acceptance"], None,
                         f"{sources.label(top['draft'])}, k={top['k']} to start, adapted to the acceptance seen: "
-                        f"no draft model is expected to pay here{f' (best: {why})' if why else ''}, but prompt "
+                        f"no draft model is expected at the {BET_MIN_GAIN:.2f}x a model draft must promise here"
+                        f"{f' (best: {why})' if why else ''}, but prompt "
                         "lookup is free: it drafts only where the answer repeats the prompt and stops when its "
                         f"copies fail, so where nothing repeats it costs little{tail}", candidates)
     why = _best(candidates, 3)
