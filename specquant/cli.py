@@ -184,8 +184,11 @@ def cmd_run(argv: list[str]) -> int:
         same = "identical" if result["identical"] else "different"
         note = "" if args.temperature == 0 else " (sampling: outputs are equal in distribution, not token by token)"
         print(f"speed-up: {result['speedup']:.2f}x; outputs {same}{note}")
-        if decision is not None and decision.draft == "none":
-            print("(no draft was chosen, so both runs did the same work: the difference is measurement noise)")
+        from .sources import same_work
+
+        why = same_work(decision.draft, other.stats.drafted) if decision is not None else ""
+        if why:
+            print(f"({why}, so both runs did the same work: the difference is measurement noise)")
         if result["unreliable"]:
             print(f"warning: {result['unreliable']}")
     return 0

@@ -80,3 +80,15 @@ def auto_sources(backend: str, sibling: bool = False) -> list[str]:
 
 def names() -> str:
     return ", ".join(s.name for s in SOURCES)
+
+
+def same_work(draft: str, drafted: int) -> str:
+    """Why a comparison's speculative run did plain decoding's work, or "": no draft was chosen, or
+    a free source proposed nothing (prompt lookup found nothing to copy; its matching costs
+    microseconds a step). A model draft that drafted nothing still prefilled the prompt."""
+    s = find(draft)
+    if s is not None and s.name == "none":
+        return "no draft was chosen"
+    if s is not None and s.free and drafted == 0:
+        return f"{s.label} found nothing to copy in this answer"
+    return ""

@@ -68,6 +68,9 @@ def test_summary_and_charts():
     assert "Speed-up: **1.50×**" in md and "identical-mark" in md and "8 (80%)" in md
     none = render.summary_md(dict(ev, decision={"draft": "none"}))
     assert "chose **not to draft**" in none
+    idle = render.summary_md(dict(ev, spec=stats))  # prompt lookup chosen, nothing copied: plain's work too
+    assert "Prompt lookup found nothing to copy in this answer, so both runs did the same work" in idle
+    assert "same work" not in render.summary_md(dict(ev, spec=stats, decision={"draft": "q8"}))  # it prefilled
     race = render.race_rows([(0.1, 1), (0.2, 2)], [(0.05, 2)])
     assert race["run"].count("Plain FP16") == 3 and race["tokens"][-1] == 2
     assert render.acceptance_rows(stats) == {"position": ["1", "2"], "acceptance": [0.9, 0.5]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+from specquant import sources
+
 LEGEND = ('<div class="sq-legend"><span class="sq-tok sq-draft">accepted from the draft</span> '
           '<span class="sq-tok sq-target">the target\'s own token</span></div>')
 
@@ -95,9 +97,11 @@ def summary_md(ev: dict) -> str:
         same = "Sampling: both runs follow the target's distribution, so their tokens differ."
     acc = f"{s['acceptance_rate']:.0%}" if s["drafted"] else "—"
     note = ""
-    if ev["decision"]["draft"] == "none":
-        note = ("\n\nSpecQuant chose **not to draft** here (see the decision above), so both runs did the same "
-                "work: the difference is measurement noise.")
+    why = sources.same_work(ev["decision"]["draft"], s["drafted"])
+    if why:
+        lead = ("SpecQuant chose **not to draft** here (see the decision above)" if ev["decision"]["draft"] == "none"
+                else why[0].upper() + why[1:])
+        note = f"\n\n{lead}, so both runs did the same work: the difference is measurement noise."
     if ev.get("unreliable"):
         note += f"\n\n⚠ Unreliable figure: {ev['unreliable']}."
     if s.get("draft_dropped"):
