@@ -318,20 +318,24 @@ class LlamaCppModel(Model):
             raise BackendError(f"llama_decode failed with code {rc} at position {pos0} ({n} tokens)")
         self.tokens.extend(tokens)
 
+    def _parts(self, tokens: list[int]) -> list[list[int]]:
+        """``tokens`` in passes that fit the batch llama.cpp granted (n_batch)."""
+        return [tokens[i : i + self.n_batch] for i in range(0, len(tokens), self.n_batch)]
+
     def eval(self, tokens: list[int]) -> np.ndarray:
         n = len(tokens)
         if n == 0:
             return np.empty((0, self.n_vocab), dtype=np.float32)
         if n > self.n_batch:  # a context smaller than a verify pass (--ctx 16, k 32): in parts, same logits
-            return np.concatenate([self.eval(tokens[i : i + self.n_batch]) for i in range(0, n, self.n_batch)])
+            return np.concatenate([self.eval(part) for part in self._parts(tokens)])
         self._decode(tokens, True)
         return self._logits(self._lc.llama_get_logits(self._ctx), n).copy()
 
     def prefill(self, tokens: list[int]) -> np.ndarray | None:
         if not tokens:
             return None
-        for i in range(0, len(tokens), self.n_batch):
-            self._decode(tokens[i : i + self.n_batch], False)
+        for part in self._parts(tokens):
+            self._decode(part, False)
         return self._logits(self._lc.llama_get_logits_ith(self._ctx, -1), 1)[0].copy()
 
     def _logits(self, ptr, rows: int) -> np.ndarray:
