@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .cli import count
+from .options import count, engine_args
 from .prompts import SPEC_BENCH, correct, load_prompts
 from . import sources
 from .speculative import Done, agreement, chain, finish
@@ -358,7 +358,6 @@ def parse_configs(drafts: str, ks: str) -> list[tuple[str, object]]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="specquant bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--target", help="target GGUF (default: the prepared SmolLM2-135M-Instruct F16)")
     ap.add_argument("--drafts", help="comma-separated draft specs (default: what policy auto weighs, e.g. "
                                      "q8,q4_0,lookup on llama.cpp, q8,q4,lookup on MLX)")
     ap.add_argument("--k", default="2,4,auto", help="comma-separated draft lengths (default 2,4,auto)")
@@ -367,7 +366,6 @@ def main(argv: list[str]) -> int:
                     help="quantized copies to run alone, plain, as the only model (their answers may differ from "
                          "FP16's): comma-separated, e.g. q8,q4,q4_0 (default auto: q8,q4,q4_0 on llama.cpp, q8,q4 on "
                          "MLX; '' for none)")
-    ap.add_argument("--model", help="model family, demo, Hub repo or local GGUF (default: demo)")
     ap.add_argument("--prompts", help="a prompts JSON file, or Spec-Bench's question.jsonl (default: the bundled set)")
     ap.add_argument("--ids", help="comma-separated prompt ids to run")
     ap.add_argument("--category", help="only prompts of this category (e.g. grounded)")
@@ -380,9 +378,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-repeats", type=count, default=30)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ctx", type=count, default=4096)
-    ap.add_argument("--threads", type=count)
-    ap.add_argument("--backend", choices=["llama.cpp", "mlx"], help="default: mlx on Apple Silicon, else llama.cpp")
+    engine_args(ap, model_default="demo")
     ap.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     args = ap.parse_args(argv)
 

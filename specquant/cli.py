@@ -6,29 +6,9 @@ import argparse
 import json
 import sys
 
+from .options import engine_args
+
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
-
-
-def count(text: str) -> int:
-    """argparse's type for a count of tokens or threads: a whole number from 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"a whole number from 1 is needed, got {text!r}")
-    return n
-
-
-def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model family (see `specquant models`), demo, a Hub repo owner/name, or a "
-                                   "local F16 .gguf (default: the largest family that suits this machine; "
-                                   "the demo model when the Hub can't be reached)")
-    p.add_argument("--target", help="a local F16 GGUF (same as --model PATH)")
-    p.add_argument("--ctx", type=count, default=4096, help="context size in tokens (default 4096)")
-    p.add_argument("--threads", type=count, default=None, help="CPU threads (default: physical cores)")
-    p.add_argument("--backend", choices=["llama.cpp", "mlx"],
-                   help="inference engine (default: mlx on Apple Silicon, llama.cpp elsewhere)")
 
 
 def _route_args(p: argparse.ArgumentParser) -> None:
@@ -68,7 +48,7 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
     p.add_argument("--prompt-file", help="read the prompt from this file (- for standard input)")
-    _engine_args(p)
+    engine_args(p)
     _route_args(p)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -197,7 +177,7 @@ def cmd_run(argv: list[str]) -> int:
 def cmd_analyze(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="specquant analyze", description="Analyse a prompt and show the routing decision.")
     p.add_argument("prompt")
-    _engine_args(p)
+    engine_args(p)
     _route_args(p)
     p.add_argument("--analyzer", default="auto", choices=["auto", "nltk", "fallback"])
     p.add_argument("--json", action="store_true")
