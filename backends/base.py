@@ -218,24 +218,20 @@ def cpuinfo_blocks(cpuinfo: str | None = None) -> list[dict[str, str]]:
     return [b for b in blocks if b]
 
 
-def cpu_topology(cpuinfo: str | None = None, blocks: list[dict[str, str]] | None = None) -> dict[int, tuple[str, str]]:
-    """Each logical CPU's (socket, core) from /proc/cpuinfo (or the text ``cpuinfo``, or its ``blocks``
-    as cpuinfo_blocks gives them), in its order; empty where the file says nothing of cores (some VMs,
-    other systems)."""
-    blocks = cpuinfo_blocks(cpuinfo) if blocks is None else blocks
-    return {int(f["processor"]): (f.get("physical id", "0"), f["core id"]) for f in blocks
+def cpu_topology(cpuinfo: str | None = None) -> dict[int, tuple[str, str]]:
+    """Each logical CPU's (socket, core) from /proc/cpuinfo (or the text ``cpuinfo``), in its order;
+    empty where the file says nothing of cores (some VMs, other systems)."""
+    return {int(f["processor"]): (f.get("physical id", "0"), f["core id"]) for f in cpuinfo_blocks(cpuinfo)
             if f.get("processor", "").isdigit() and "core id" in f}
 
 
-def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None,
-                   blocks: list[dict[str, str]] | None = None) -> int:
+def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:
     """Physical cores among the CPUs this process may run on: hyper-threads share a core's
     arithmetic units, so they don't help, and a thread per CPU outside the process's affinity
     (``taskset -c 0,1`` on a 16-core host, a container's cpuset) only waits for a turn on the
-    others. ``cpuinfo`` and ``allowed`` stand in for /proc/cpuinfo and the affinity in tests; ``blocks``
-    is the file already read (cpuinfo_blocks)."""
+    others. ``cpuinfo`` and ``allowed`` stand in for /proc/cpuinfo and the affinity in tests."""
     if allowed is None:
         allowed = usable_cpus()
-    cores = {c for cpu, c in cpu_topology(cpuinfo, blocks).items() if allowed is None or cpu in allowed}
+    cores = {c for cpu, c in cpu_topology(cpuinfo).items() if allowed is None or cpu in allowed}
     usable = len(allowed) if allowed else (os.cpu_count() or 1)
     return max(1, min(len(cores), usable) if cores else usable)

@@ -92,12 +92,11 @@ def detect() -> Hardware:
     from backends.base import cpuinfo_blocks, physical_cores, usable_cpus
 
     total, avail = _meminfo()
-    blocks = cpuinfo_blocks()  # read once: the core count and the CPU's name
-    cores = physical_cores(blocks=blocks)
+    cores = physical_cores()
     logical = len(usable_cpus() or ()) or os.cpu_count() or cores
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         return Hardware("apple", "mlx", "Apple Silicon", cores, logical, total, avail)
-    named = [b["model name"] for b in blocks if b.get("model name")]
+    named = [b["model name"] for b in cpuinfo_blocks() if b.get("model name")]
     cpu_name = named[0] if named else platform.processor() or platform.machine()
     gpu = None
     try:
