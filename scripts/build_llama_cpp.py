@@ -28,7 +28,13 @@ cache once it holds 512 tokens (a batch's in one pass per row), which sums in an
 that split is switched off too. (Batches of 64+ tokens take a tiled kernel; verify passes stay
 far below that, and a prompt is always prefilled the same way for plain and speculative runs.)
 
-The patch is a few edits to ggml-cpu (sgemm.cpp, ops.cpp) of the pinned version; each edit
+One fix that is not about exactness: on CPUs with AMX (Intel Sapphire Rapids and newer), llama.cpp
+0.3.36 built by GCC 12 (Debian 12's) crashed with SIGILL on any batch of 2+ tokens of a quantized
+model, i.e. on every draft's prefill: GCC dropped the stores that filled the AMX tile configuration
+on the stack, so the tiles had no rows. The configuration is a constant in .rodata now (as
+llama.cpp's PR #26954 proposes); tests/test_llama_cpp.py runs the drafts' batches in a child process.
+
+The patch is a few edits to ggml-cpu (sgemm.cpp, ops.cpp, amx/mmq.cpp) of the pinned version; each edit
 checks the text it replaces, so a different llama.cpp fails loudly instead of building
 something untested. The wheel is cached (keyed by version, patch and CMAKE_ARGS) and
 installed with pip; a rerun with the wheel cached takes seconds.
@@ -50,10 +56,11 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-PATCH_LEVEL = 4
+PATCH_LEVEL = 5
 LOCAL = f"{VERSION}+specquant.{PATCH_LEVEL}"
 
 SGEMM = "vendor/llama.cpp/ggml/src/ggml-cpu/llamafile/sgemm.cpp"
+AMX_MMQ = "vendor/llama.cpp/ggml/src/ggml-cpu/amx/mmq.cpp"
 
 
 def _gemv(rows: int) -> str:
@@ -178,6 +185,28 @@ EDITS = [
      "    // specquant: no split-KV path. It sums a single token's attention over the cache in\n"
      "    // per-thread chunks, a batch's in one pass: another order, other logits.\n"
      "    const bool use_split_kv_path = false && !use_ref && (neq1 == 1 && neq3 == 1)"),
+    (AMX_MMQ,
+     """    alignas(64) tile_config_t tc = {};
+    tc.palette_id = 1;
+    tc.start_row = 0;
+    tc.rows[0] = 8;   tc.colsb[0] = 64;
+    tc.rows[1] = 8;   tc.colsb[1] = 64;
+    tc.rows[2] = 16;  tc.colsb[2] = 32;
+    tc.rows[3] = 16;  tc.colsb[3] = 32;
+    tc.rows[4] = 16;  tc.colsb[4] = 64;
+    tc.rows[5] = 16;  tc.colsb[5] = 64;
+    tc.rows[6] = 16;  tc.colsb[6] = 64;
+    tc.rows[7] = 16;  tc.colsb[7] = 64;
+""",
+     """    // specquant: a constant in .rodata. Built on the stack, GCC 12 dropped the rows/colsb stores
+    // (it does not see ldtilecfg read them): every tile had 0 rows and the first tile instruction
+    // raised SIGILL, so quantized models crashed on any batch of 2+ tokens on AMX CPUs.
+    alignas(64) static const tile_config_t tc = {
+        /* palette_id */ 1, /* start_row */ 0, /* reserved_0 */ {0},
+        /* colsb */ {64, 64, 32, 32, 64, 64, 64, 64},
+        /* rows */ {8, 8, 16, 16, 16, 16, 16, 16},
+    };
+"""),
     ("llama_cpp/__init__.py", f'__version__ = "{VERSION}"', f'__version__ = "{LOCAL}"'),
 ]
 

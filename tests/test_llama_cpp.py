@@ -149,6 +149,26 @@ def test_the_patched_build_is_exact_on_arm_too(tiny_paths):
     assert r.returncode == 0 and "batch-invariant at every size 2-33" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
+def test_quantized_drafts_run_batched_passes(smol_paths):
+    """Drafts prefill prompts and catch up in batches. On AMX CPUs (Intel Sapphire Rapids and newer)
+    stock llama.cpp 0.3.36 built by GCC 12 raised SIGILL on any batch of 2+ tokens of a quantized
+    model (its tile configuration was optimized away; the patch keeps it in .rodata). Run in a child
+    process, so a crash fails this test in words instead of killing the whole run."""
+    import sys
+
+    code = ("import sys; import numpy as np; from backends import load_model\n"
+            "for path in sys.argv[1:]:\n"
+            "    m = load_model(path, n_ctx=256)\n"
+            "    for n in (2, 5, 33, 64):\n"
+            "        m.rollback(0); assert np.isfinite(m.eval(list(range(100, 100 + n)))).all()\n"
+            "    print('ok', path)\n")
+    paths = [str(smol_paths[k]) for k in ("Q8_0", "Q4_K_M", "Q4_0")]
+    r = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0 and r.stdout.count("ok ") == 3, (
+        f"exit status {r.returncode} (-4 is SIGILL): {r.stdout[-1000:]} {r.stderr[-2000:]}")
+
+
 def test_gpu_layers_from_the_environment(tiny_paths, monkeypatch):
     """SPECQUANT_GPU_LAYERS=0 keeps a CUDA build on the CPU (exact there); a bad value is refused
     in words before anything loads; a CPU-only build never reports a GPU whatever the number."""
