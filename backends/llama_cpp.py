@@ -72,6 +72,25 @@ def patched_build() -> bool:
     return "+specquant" in getattr(_llama(), "__version__", "")
 
 
+AMX_FIXED_AT = 5  # scripts/build_llama_cpp.py's patch level that keeps the AMX tile configuration intact
+
+
+@functools.lru_cache(maxsize=1)
+def amx_unsafe() -> bool:
+    """Whether this build's AMX kernels may crash the process. llama.cpp 0.3.36 built by GCC 12 (Debian
+    12's, as on Hugging Face Spaces) raised SIGILL on any batch of 2+ tokens of a quantized model on
+    CPUs with AMX (Intel Sapphire Rapids and newer): the compiler dropped the stores that fill the tile
+    configuration. Our build fixes it (scripts/build_llama_cpp.py); any other build that reports AMX
+    loads models without llama.cpp's extra CPU weight layouts (AMX, repacked Q4_0): slower quantized
+    drafts, never a crash."""
+    lc = _llama()
+    if "AMX_INT8 = 1" not in lc.llama_print_system_info().decode("utf-8", "replace"):
+        return False
+    version = getattr(lc, "__version__", "")
+    level = version.rpartition("+specquant.")[2] if "+specquant." in version else ""
+    return not (level.isdigit() and int(level) >= AMX_FIXED_AT)
+
+
 def gpu_offload() -> bool:
     return bool(_llama().llama_supports_gpu_offload())
 
@@ -114,6 +133,7 @@ class _Weights:
         lc = _llama()
         params = lc.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = not amx_unsafe()
         ptr = lc.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
             raise BackendError(f"llama.cpp could not load {path} (unsupported architecture or damaged file)")
@@ -245,6 +265,7 @@ class LlamaCppModel(Model):
             batch_invariant=self._w.exactness.get(VERIFY_CHECKED),
             build=build_id(),
             llama_cpp=getattr(_llama(), "__version__", "?"),
+            amx_disabled=amx_unsafe(),
         )
         return d
 

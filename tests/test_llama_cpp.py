@@ -169,6 +169,24 @@ def test_quantized_drafts_run_batched_passes(smol_paths):
         f"exit status {r.returncode} (-4 is SIGILL): {r.stdout[-1000:]} {r.stderr[-2000:]}")
 
 
+def test_builds_whose_amx_kernels_may_crash_load_models_without_them(monkeypatch):
+    """A llama.cpp build other than ours at patch level 5+ that reports AMX loads models without
+    llama.cpp's extra CPU layouts (see backends.llama_cpp.amx_unsafe): slower drafts, no SIGILL."""
+    import llama_cpp
+
+    from backends import llama_cpp as backend
+
+    amx, no_amx = "CPU : AVX2 = 1 | AMX_INT8 = 1 | REPACK = 1 | ", "CPU : AVX2 = 1 | REPACK = 1 | "
+    for version, info, unsafe in [("0.3.36", amx, True), ("0.3.36+specquant.4", amx, True),
+                                  ("0.3.36+specquant.5", amx, False), ("0.3.36+specquant.12", amx, False),
+                                  ("0.3.36+specquant.x", amx, True), ("0.3.36", no_amx, False)]:
+        monkeypatch.setattr(llama_cpp, "__version__", version)
+        monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda info=info: info.encode())
+        backend.amx_unsafe.cache_clear()
+        assert backend.amx_unsafe() is unsafe, (version, info)
+    backend.amx_unsafe.cache_clear()  # the real build's answer again once monkeypatch undoes the above
+
+
 def test_gpu_layers_from_the_environment(tiny_paths, monkeypatch):
     """SPECQUANT_GPU_LAYERS=0 keeps a CUDA build on the CPU (exact there); a bad value is refused
     in words before anything loads; a CPU-only build never reports a GPU whatever the number."""
