@@ -6,17 +6,16 @@ llama.cpp multiplies a batch with llamafile's tinyBLAS kernels but a single toke
 dot products, which sum in another order (logits differ by ~0.04 on SmolLM2), so near-ties
 can flip. This build gives float weights kernels that sum every output element in the same
 order for every batch size, chosen by the CPU:
-- with AVX-512, llamafile's tinyBLAS for single tokens too (a 16-row GEMV tile): tinyBLAS sums
-  each element in the same order whatever the tile shape (plain decoding 1.02-1.06x stock on a
-  2-core AVX-512 EPYC);
-- with AVX2 (no AVX-512), float16 weights: single tokens keep stock's ggml_vec_dot_f16, and a
+- x86 with AVX2 or AVX-512, float16 weights: single tokens keep stock's ggml_vec_dot_f16, and a
   batch of up to 48 tokens (every verify pass) takes ``specquant_vecdot_gemm``, which sums each
   element exactly as ggml_vec_dot_f16 does (its own macros: the same loads, FMAs, reduction and
   leftovers) while loading a weight row once for three columns: plain decoding is stock's, and
   a verify pass is cheaper than stock's tinyBLAS (2 / 3 / 5 tokens: 1.07 / 1.10 / 1.5 steps on
   a 2-core AVX2 EPYC). Longer batches (prompts, prefilled alike by plain and speculative runs)
-  keep tinyBLAS. BF16/F32 weights take ggml's dot products at every batch size there. (The
-  tinyBLAS GEMV of the AVX-512 path ran 0.83-0.96x stock on AVX2-only CPUs.)
+  keep tinyBLAS. BF16/F32 weights take ggml's dot products at every batch size there. (Patch
+  levels 1-5 gave AVX-512 CPUs tinyBLAS for single tokens too, a 16-row GEMV tile: 1.02-1.06x stock
+  on a 2-core AVX-512 EPYC, but 0.955-0.975x on a 2-core Sapphire Rapids Xeon and 0.83-0.96x on
+  AVX2-only CPUs. Stock's own one-token kernel is stock's speed on every CPU by construction.)
 - other CPUs (ARM, ...): float weights take ggml's dot products for every pass of up to 48 tokens,
   one token included. Stock ARM builds switch to tinyBLAS at 8 tokens for float16 (4 for float32),
   so a verify pass of 8+ tokens summed in another order; checked under emulation by
@@ -56,31 +55,16 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-PATCH_LEVEL = 5
+PATCH_LEVEL = 6
 LOCAL = f"{VERSION}+specquant.{PATCH_LEVEL}"
 
 SGEMM = "vendor/llama.cpp/ggml/src/ggml-cpu/llamafile/sgemm.cpp"
 AMX_MMQ = "vendor/llama.cpp/ggml/src/ggml-cpu/amx/mmq.cpp"
 
 
-def _gemv(rows: int) -> str:
-    return f"""        if (n == 1 && m % {rows} == 0) {{
-            // specquant: one token, a matrix-vector product. {rows} rows per tile give as many
-            // independent accumulator chains; every element is still summed in the same order
-            // as in any other tile shape. Static split, no barriers: the graph waits for every
-            // thread after each op.
-            const int64_t tiles = m / {rows};
-            const int64_t t0 = tiles * params->ith / params->nth;
-            const int64_t t1 = tiles * (params->ith + 1) / params->nth;
-            for (int64_t t = t0; t < t1; ++t)
-                gemm_bloc<{rows}, 1>(t * {rows}, 0);
-            return true;
-        }}
-"""
-
-
 VECDOT_GEMM = r"""
-#if (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__) && !defined(__AVX512F__)
+#if (defined(__AVX__) || defined(__AVX2__) || defined(__AVX512F__)) && defined(__F16C__)
+#define SPECQUANT_VECDOT_GEMM 1  // x86: AVX2 or AVX-512 (whose GGML_F16_DOT macros ggml_vec_dot_f16 uses too)
 typedef double ggml_float;  // as in ggml-cpu/vec.h, which GGML_F16_DOT_VEC_REDUCE expects
 // specquant: a batch times float16 weights, each output element summed exactly as
 // ggml_vec_dot_f16 sums one weight row by one column (the same loads, FMAs into the same
@@ -130,8 +114,8 @@ static void specquant_vecdot_gemm(const struct ggml_compute_params * params, int
 
 """
 
-# where the F16 case of llamafile_sgemm starts for AVX/AVX2 CPUs
-AVX2_F16 = "#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)\n        if (Btype == GGML_TYPE_F16) {\n"
+# where the F16 case of llamafile_sgemm starts, before its per-ISA branches
+F16_CASE = "    case GGML_TYPE_F16: {\n#if defined(__AVX512F__)\n"
 
 # (file, text that must occur exactly once, replacement)
 EDITS = [
@@ -145,10 +129,7 @@ EDITS = [
      """    // only enable sgemm for prompt processing -- specquant: float weights take kernels that sum
     // every output element in the same order for every batch size (see specquant_vecdot_gemm)
 #if !defined(__MMA__)
-#if defined(__AVX512F__)
-    if (n < 2 && Atype != GGML_TYPE_F16 && Atype != GGML_TYPE_BF16 && Atype != GGML_TYPE_F32)
-        return false;
-#elif (defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__)
+#if defined(SPECQUANT_VECDOT_GEMM)
     if (n < 2 || Atype == GGML_TYPE_BF16 || Atype == GGML_TYPE_F32)
         return false;
 #else
@@ -163,7 +144,8 @@ EDITS = [
     (SGEMM,
      "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n",
      VECDOT_GEMM + "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n"),
-    (SGEMM, AVX2_F16, AVX2_F16.replace("\n", """
+    (SGEMM, F16_CASE, F16_CASE.replace("{\n", """{
+#if defined(SPECQUANT_VECDOT_GEMM)
         // specquant: a batch up to the longest verify pass (33 tokens, with room to spare), summed
         // as ggml_vec_dot_f16 sums one token; longer batches (prompts, the same for plain and
         // speculative runs) keep tinyBLAS, which prefills ~1.7x faster
@@ -172,14 +154,8 @@ EDITS = [
                                   (float *)C, ldc);
             return true;
         }
+#endif
 """, 1)),
-    (SGEMM,
-     """        // compute RM for only need tile with size RM&RM-1
-#if VECTOR_REGISTERS == 32
-""",
-     """        // compute RM for only need tile with size RM&RM-1
-#if VECTOR_REGISTERS == 32
-""" + _gemv(16)),
     ("vendor/llama.cpp/ggml/src/ggml-cpu/ops.cpp",
      "    const bool use_split_kv_path = !use_ref && (neq1 == 1 && neq3 == 1)",
      "    // specquant: no split-KV path. It sums a single token's attention over the cache in\n"

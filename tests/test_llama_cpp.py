@@ -41,9 +41,10 @@ def test_batches_equal_single_tokens_deep_in_the_context(smol, start):
 
 
 def test_every_verify_size_equals_single_tokens_with_odd_dimensions(tmp_path, smol_paths):
-    # The AVX2 build sums verify-sized batches (2..48 tokens) with its own kernel, three columns
-    # at a time, exactly as ggml's one-token dot product: every size (remainders of 1 and 2
-    # columns), and inner dimensions that leave a remainder past the 32-wide SIMD steps (72, 200).
+    # On x86 (AVX2 or AVX-512) the build sums verify-sized batches (2..48 tokens) with its own kernel,
+    # three columns at a time, exactly as ggml's one-token dot product: every size (remainders of 1
+    # and 2 columns), and inner dimensions that leave a remainder past the SIMD steps (32 wide with
+    # AVX2, 64 with AVX-512: 72, 200).
     from specquant.models import _vocab_fields, write_tiny_gguf
 
     path = write_tiny_gguf(tmp_path / "odd.F16.gguf", _vocab_fields(smol_paths["F16"]), n_embd=72, n_ff=200,
