@@ -9,10 +9,13 @@ order for every batch size, chosen by the CPU:
 - x86 with AVX2 or AVX-512, float16 weights: single tokens keep stock's ggml_vec_dot_f16, and a
   batch of up to 48 tokens (every verify pass) takes ``specquant_vecdot_gemm``, which sums each
   element exactly as ggml_vec_dot_f16 does (its own macros: the same loads, FMAs, reduction and
-  leftovers) while loading a weight row once for three columns: plain decoding is stock's, and
-  a verify pass is cheaper than stock's tinyBLAS (2 / 3 / 5 tokens: 1.07 / 1.10 / 1.5 steps on
-  a 2-core AVX2 EPYC). Longer batches (prompts, prefilled alike by plain and speculative runs)
-  keep tinyBLAS. BF16/F32 weights take ggml's dot products at every batch size there. (Patch
+  leftovers) while loading a weight row once for three columns and widening the batch's
+  columns to float once per pass: plain decoding is stock's, and a verify pass is cheaper than
+  stock's tinyBLAS on a 2-core AVX2 EPYC (2 / 3 / 5 tokens: 1.07 / 1.10 / 1.5 steps, measured
+  before level 7, when each column was widened again for every weight row). On a 2-core Sapphire
+  Rapids VM that widening made passes of 3 / 5 tokens cost 1.65 / 2.73 steps in-process (level 6),
+  1.46-1.52 / 2.37 with it done once (level 7; tinyBLAS, level 5: 1.49 / 2.26). Longer batches
+  (prompts, prefilled alike by plain and speculative runs) keep tinyBLAS. BF16/F32 weights take ggml's dot products at every batch size there. (Patch
   levels 1-5 gave AVX-512 CPUs tinyBLAS for single tokens too, a 16-row GEMV tile: 1.02-1.06x stock
   on a 2-core AVX-512 EPYC, but 0.955-0.975x on a 2-core Sapphire Rapids Xeon and 0.83-0.96x on
   AVX2-only CPUs. Stock's own one-token kernel is stock's speed on every CPU by construction.)
@@ -55,7 +58,7 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-PATCH_LEVEL = 6
+PATCH_LEVEL = 7
 LOCAL = f"{VERSION}+specquant.{PATCH_LEVEL}"
 
 SGEMM = "vendor/llama.cpp/ggml/src/ggml-cpu/llamafile/sgemm.cpp"
@@ -66,13 +69,17 @@ VECDOT_GEMM = r"""
 #if (defined(__AVX__) || defined(__AVX2__) || defined(__AVX512F__)) && defined(__F16C__)
 #define SPECQUANT_VECDOT_GEMM 1  // x86: AVX2 or AVX-512 (whose GGML_F16_DOT macros ggml_vec_dot_f16 uses too)
 typedef double ggml_float;  // as in ggml-cpu/vec.h, which GGML_F16_DOT_VEC_REDUCE expects
+#include <vector>
+static_assert(GGML_F16_DOT_EPR == GGML_F32_EPR, "GGML_F16_DOT_VEC must be a vector of GGML_F32_EPR floats");
 // specquant: a batch times float16 weights, each output element summed exactly as
-// ggml_vec_dot_f16 sums one weight row by one column (the same loads, FMAs into the same
+// ggml_vec_dot_f16 sums one weight row by one column (the same FMAs into the same
 // GGML_F16_DOT_ARR accumulators, the same reduction and leftovers), so a batch gives the same
 // bits as one-token steps, which take ggml_vec_dot_f16 itself. Cheaper than a dot product per
-// element: the weight row is loaded once for NC columns.
+// element: the weight row is loaded and widened once for NC columns, and the columns (the batch's
+// activations) are widened to float once per pass, not once per weight row. Widening float16 to
+// float is exact, so a widened value loaded later is the value ggml_vec_dot_f16 widens on the fly.
 template <int NC>
-static inline void specquant_dot_cols(int64_t k, const ggml_fp16_t * x, const ggml_fp16_t * B, int64_t ldb,
+static inline void specquant_dot_cols(int64_t k, const ggml_fp16_t * x, const float * B, int64_t ldb,
                                       float * C, int64_t ldc) {
     const int64_t np = k & ~(int64_t)(GGML_F16_DOT_STEP - 1);
     GGML_F16_DOT_VEC sum[NC][GGML_F16_DOT_ARR];
@@ -83,7 +90,7 @@ static inline void specquant_dot_cols(int64_t k, const ggml_fp16_t * x, const gg
         for (int j = 0; j < GGML_F16_DOT_ARR; ++j) {
             GGML_F16_DOT_VEC ax = GGML_F16_DOT_VEC_LOAD(x + l + j*GGML_F16_DOT_EPR, j);
             for (int c = 0; c < NC; ++c) {
-                GGML_F16_DOT_VEC ay = GGML_F16_DOT_VEC_LOAD(B + ldb*c + l + j*GGML_F16_DOT_EPR, j);
+                GGML_F16_DOT_VEC ay = GGML_F32_VEC_LOAD(B + ldb*c + l + j*GGML_F16_DOT_EPR);
                 sum[c][j] = GGML_F16_DOT_VEC_FMA(sum[c][j], ax, ay);
             }
         }
@@ -92,7 +99,7 @@ static inline void specquant_dot_cols(int64_t k, const ggml_fp16_t * x, const gg
         ggml_float sumf = 0.0;
         GGML_F16_DOT_VEC_REDUCE(sumf, sum[c]);
         for (int64_t l = np; l < k; ++l)
-            sumf += (ggml_float)(GGML_CPU_FP16_TO_FP32(x[l])*GGML_CPU_FP16_TO_FP32(B[ldb*c + l]));
+            sumf += (ggml_float)(GGML_CPU_FP16_TO_FP32(x[l])*B[ldb*c + l]);
         C[ldc*c] = (float) sumf;
     }
 }
@@ -102,12 +109,22 @@ static void specquant_vecdot_gemm(const struct ggml_compute_params * params, int
                                   float * C, int64_t ldc) {
     const int64_t r0 = m * params->ith / params->nth;
     const int64_t r1 = m * (params->ith + 1) / params->nth;
+    static thread_local std::vector<float> wide;  // the columns as floats: each thread its own copy, no barrier
+    wide.resize((size_t)(n * k));
+    for (int64_t j = 0; j < n; ++j) {
+        int64_t l = 0;
+        for (; l + GGML_F32_EPR <= k; l += GGML_F32_EPR)
+            GGML_F32_VEC_STORE(&wide[j*k + l], GGML_F16_DOT_VEC_LOAD(B + ldb*j + l, 0));
+        for (; l < k; ++l)
+            wide[j*k + l] = GGML_CPU_FP16_TO_FP32(B[ldb*j + l]);
+    }
+    const float * Bw = wide.data();
     for (int64_t i = r0; i < r1; ++i) {  // a weight row stays in L1 while every column meets it
         const ggml_fp16_t * x = A + lda*i;
         int64_t j = 0;
-        for (; j + 3 <= n; j += 3) specquant_dot_cols<3>(k, x, B + ldb*j, ldb, C + ldc*j + i, ldc);
-        if (n - j == 2) specquant_dot_cols<2>(k, x, B + ldb*j, ldb, C + ldc*j + i, ldc);
-        if (n - j == 1) specquant_dot_cols<1>(k, x, B + ldb*j, ldb, C + ldc*j + i, ldc);
+        for (; j + 3 <= n; j += 3) specquant_dot_cols<3>(k, x, Bw + k*j, k, C + ldc*j + i, ldc);
+        if (n - j == 2) specquant_dot_cols<2>(k, x, Bw + k*j, k, C + ldc*j + i, ldc);
+        if (n - j == 1) specquant_dot_cols<1>(k, x, Bw + k*j, k, C + ldc*j + i, ldc);
     }
 }
 #endif
