@@ -53,24 +53,35 @@ REFERENCE_EVERY = 8
 @dataclass
 class Drift:
     """How the target's passes compare with their calibration lately: the level of one-token
-    steps (``scale``) and the ratio of multi-token passes to them (``shape``), and how a
-    draft's steps compare with theirs (``draft``, per source). An engine keeps one and
-    hands each run a copy; the run's copy goes back when it ends, so the next run starts
-    from what this one saw, not from a calibration taken when the machine was in another
-    mood (shared machines change speed within minutes)."""
+    steps (``scale``) and, per calibrated pass length, the ratio of multi-token passes to them
+    (``shape``), and how a draft's steps compare with theirs (``draft``, per source). An engine
+    keeps one and hands each run a copy; the run's copy goes back when it ends, so the next run
+    starts from what this one saw, not from a calibration taken when the machine was in another
+    mood (shared machines change speed within minutes).
+
+    ``shape`` is kept per length because a calibration can be off at some lengths only: on a
+    busy 2-core VM one measured 3- and 5-token passes at 1.21 steps where runs paid 2.4 for 5.
+    A single factor learnt from the long passes then priced 2-token passes at twice their cost,
+    drafting stopped, and with no multi-token pass left to observe it never came back. A length
+    not yet observed keeps its calibrated cost: a price set too low is corrected by the first pass
+    that pays it, one set too high would never be tried again."""
 
     scale: float = 1.0
-    shape: float = 1.0
-    shape_n: int = 0  # multi-token passes behind ``shape``
+    shape: dict[int, float] = field(default_factory=dict)  # calibrated length -> observed / calibrated
+    shape_n: dict[int, int] = field(default_factory=dict)  # passes behind each ``shape`` entry
     draft: dict[str, float] = field(default_factory=dict)
 
     def copy(self) -> "Drift":
-        return replace(self, draft=dict(self.draft))
+        return replace(self, shape=dict(self.shape), shape_n=dict(self.shape_n), draft=dict(self.draft))
+
+    @staticmethod
+    def _nearest(n: int, lengths) -> int | None:
+        return min(lengths, key=lambda m: (abs(math.log(m / n)), m), default=None)
 
     def apply(self, c: Costs, source: str | None = None) -> Costs:
         """The calibrated costs at the level observed (a draft not yet observed is assumed
         to have slowed down or sped up like the target)."""
-        verify = {n: t * self.scale * (self.shape if n > 1 else 1.0) for n, t in c.verify.items()}
+        verify = {n: t * self.scale * self.shape.get(n, 1.0) for n, t in c.verify.items()}
         ds = self.draft.get(source, self.scale) if source else self.scale
         return Costs(verify, c.draft_step * ds, c.draft_round * ds, c.settle * self.scale, c.draft_prefill * ds)
 
@@ -78,10 +89,13 @@ class Drift:
         ratio = seconds / calibrated.T(n)
         if n == 1 or first:
             self.scale = 0.8 * self.scale + 0.2 * ratio
-        else:  # the first observations count most, later ones follow drift
-            self.shape_n += 1
-            w = max(0.2, 1.0 / (self.shape_n + 1))
-            self.shape = (1 - w) * self.shape + w * ratio / self.scale
+            return
+        # a pass of n tokens informs the calibrated length nearest to it; the first observations
+        # count most, later ones follow drift
+        key = self._nearest(n, [m for m in calibrated.verify if m > 1]) or n
+        seen = self.shape_n[key] = self.shape_n.get(key, 0) + 1
+        w = max(0.2, 1.0 / (seen + 1))
+        self.shape[key] = (1 - w) * self.shape.get(key, 1.0) + w * ratio / self.scale
 
     def observe_draft(self, source: str, ratio: float) -> None:
         old = self.draft.get(source)
@@ -152,7 +166,8 @@ class DraftControl:
         self.dropped = ""  # why drafting stopped for the rest of this run
         self._level_seen = False
         self._steps_since_plain = 0
-        self.drift.shape_n = min(self.drift.shape_n, 3)  # earlier runs' passes count, this run's more
+        self.drift.shape_n = {n: min(c, 3) for n, c in self.drift.shape_n.items()}  # earlier runs' passes count,
+        # this run's more
         self.ledger = Ledger(self._costs().T(1) if self.auto else 0.0)
         if self.auto and not self.free_draft and prompt_len and max_tokens:
             self._check_prefill(prompt_len, max_tokens)

@@ -192,7 +192,7 @@ def test_the_router_weighs_costs_at_the_level_runs_have_seen(tiny_paths):
     eng._costs["lookup"] = Costs({1: 1.0, 2: 1.1, 3: 1.2, 5: 1.46, 9: 2.0})  # as if calibrated so
     material = "Summarise this text in two sentences:\n\n" + "The river rose after three days of rain. " * 12
     assert eng.route(material)[1].draft == "lookup"
-    eng.drift.shape = 3.0
+    eng.drift.shape = {n: 3.0 for n in (2, 3, 5, 9)}
     _, d = eng.route(material)
     assert d.draft == "none" and "prompt lookup" in d.reason
     ctl = eng.control("lookup", "auto")  # and a run starts from the same view
