@@ -236,9 +236,11 @@ class Engine:
         else:
             names = self.auto_sources()
         costs = {s: self.drift.apply(self.costs(s), s) for s in names}  # at the level runs see lately
-        decision = routing.decide(t, costs, policy=policy, grounded=routing.is_grounded(prompt), book=self.book,
+        grounded = routing.is_grounded(prompt)
+        decision = routing.decide(t, costs, policy=policy, grounded=grounded, book=self.book,
                                   draft_override=draft, k_override=k_over,
                                   answer=(n_prompt or len(self.prompt_tokens(prompt)), max_tokens))
+        decision.grounded = grounded
         if tier is not None:
             decision.reason += " (tier set by you)"
         return analysis, decision
@@ -275,7 +277,8 @@ class Engine:
         """Learn what the chosen source achieved, for later decisions."""
         if decision.draft not in ("none", "") and done.stats.drafted:
             st = done.stats
-            self.book.record(decision.draft, decision.tier, st.accepted + st.rejections, st.accepted)
+            self.book.record(decision.draft, routing.evidence(decision.draft, decision.tier, decision.grounded),
+                             st.accepted + st.rejections, st.accepted)
 
     def control(self, spec: str, k, prior: float | None = None) -> DraftControl:
         k = parse_k(k)

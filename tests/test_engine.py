@@ -194,3 +194,18 @@ def test_inexact_warning_names_the_gpu_case():
     assert inexact_warning(eng(False, True)) == GPU_INEXACT_WARNING
     assert inexact_warning(eng(False, False)) == INEXACT_WARNING
     assert "SPECQUANT_GPU_LAYERS=0" in GPU_INEXACT_WARNING and "scripts/build_llama_cpp.py" in INEXACT_WARNING
+
+
+def test_a_run_is_filed_under_the_kind_of_prompt_its_source_depends_on(engine):
+    # What lookup kept on a passage to rewrite informs later grounded prompts, not open questions.
+    from types import SimpleNamespace
+
+    material = "Rewrite this text politely:\n\n" + "Send me the report by Friday or else. " * 8
+    _, d = engine.route(material, draft="lookup")
+    assert d.grounded
+    engine.record(d, SimpleNamespace(stats=SimpleNamespace(drafted=12, accepted=3, rejections=9)))
+    assert engine.book.counts == {("lookup", "grounded"): [12, 3]}
+    _, open_q = engine.route("Why is the sky blue?", draft="lookup")
+    _, again = engine.route(material, draft="lookup")
+    assert again.acceptance < routing.GROUNDED_LOOKUP  # learnt from
+    assert open_q.acceptance == pytest.approx(routing.prior_acceptance("lookup", open_q.tier, False))  # untouched

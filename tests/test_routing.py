@@ -46,11 +46,23 @@ def test_free_prompt_lookup_is_the_floor_until_runs_here_say_it_fails():
     assert d.draft == "lookup" and d.adaptive and d.expected_speedup == 1.0
     assert "no draft model is expected at the 1.20x a model draft must promise here (best: Q8_0 draft" in d.reason
     assert "free" in d.reason
-    book.record("lookup", "medium", examined=100, accepted=60)  # its copies kept 60% here: still worth it
+    book.record("lookup", "open", examined=100, accepted=60)  # its copies kept 60% here: still worth it
     assert routing.decide("medium", CPU, book=book).draft == "lookup"
-    book.record("lookup", "medium", examined=900, accepted=10)  # now 7%: copying loses at this tier
+    book.record("lookup", "open", examined=900, accepted=10)  # now 7%: copying open questions loses
     assert routing.decide("medium", CPU, book=book).draft == "none"
-    assert routing.decide("high", CPU, book=book).draft == "lookup"  # another tier's record has no bearing
+    assert routing.decide("high", CPU, book=book).draft == "none"  # at any tier: copying depends on material
+    assert routing.decide("high", CPU, grounded=True, book=book).draft == "lookup"  # which these prompts carry
+
+
+def test_acceptance_is_learnt_per_kind_of_prompt_the_source_depends_on():
+    # Lookup's copies on open questions say nothing of its copies on a passage to summarise, and a
+    # model draft's acceptance follows how hard the text is, not whether it quotes the prompt.
+    assert routing.evidence("lookup", "high", True) == "grounded" and routing.evidence("lookup", "low", False) == "open"
+    assert routing.evidence("q8", "high", True) == routing.evidence("q8", "high", False) == "high"
+    book = routing.AcceptanceBook()
+    book.record("lookup", "open", examined=2000, accepted=100)
+    d = routing.decide("high", CPU, grounded=True, book=book)
+    assert d.draft == "lookup" and d.acceptance == pytest.approx(routing.GROUNDED_LOOKUP)
 
 
 def test_grounded_prompts_bring_prompt_lookup_in():
@@ -61,7 +73,7 @@ def test_grounded_prompts_bring_prompt_lookup_in():
 def test_measured_acceptance_moves_the_decision():
     book = routing.AcceptanceBook()
     assert routing.decide("high", CPU, grounded=True, book=book).draft == "lookup"
-    book.record("lookup", "high", examined=200, accepted=20)  # lookup kept failing here
+    book.record("lookup", "grounded", examined=200, accepted=20)  # lookup kept failing here
     assert routing.decide("high", CPU, grounded=True, book=book).draft == "none"
 
 
