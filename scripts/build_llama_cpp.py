@@ -15,7 +15,8 @@ order for every batch size, chosen by the CPU:
   before level 7, when each column was widened again for every weight row). On a 2-core Sapphire
   Rapids VM that widening made passes of 3 / 5 tokens cost 1.65 / 2.73 steps in-process (level 6),
   1.46-1.52 / 2.37 with it done once (level 7; tinyBLAS, level 5: 1.49 / 2.26). Longer batches
-  (prompts, prefilled alike by plain and speculative runs) keep tinyBLAS. BF16/F32 weights take ggml's dot products at every batch size there. (Patch
+  (prompts, prefilled alike by plain and speculative runs) keep tinyBLAS. BF16/F32 weights take
+  ggml's dot products at every batch size there. (Patch
   levels 1-5 gave AVX-512 CPUs tinyBLAS for single tokens too, a 16-row GEMV tile: 1.02-1.06x stock
   on a 2-core AVX-512 EPYC, but 0.955-0.975x on a 2-core Sapphire Rapids Xeon and 0.83-0.96x on
   AVX2-only CPUs. Stock's own one-token kernel is stock's speed on every CPU by construction.)

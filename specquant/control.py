@@ -166,8 +166,8 @@ class DraftControl:
         self.dropped = ""  # why drafting stopped for the rest of this run
         self._level_seen = False
         self._steps_since_plain = 0
-        self.drift.shape_n = {n: min(c, 3) for n, c in self.drift.shape_n.items()}  # earlier runs' passes count,
-        # this run's more
+        # earlier runs' passes count, this run's more
+        self.drift.shape_n = {n: min(c, 3) for n, c in self.drift.shape_n.items()}
         self.ledger = Ledger(self._costs().T(1) if self.auto else 0.0)
         if self.auto and not self.free_draft and prompt_len and max_tokens:
             self._check_prefill(prompt_len, max_tokens)

@@ -42,9 +42,15 @@ def is_grounded(prompt: str) -> bool:
     return bool(long_material and _GROUNDED_WORDS.search(prompt)) or "```" in prompt and len(prompt) > 200
 
 
-def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
+def _copies(source: str) -> bool:
+    """A free source that copies from the context (prompt lookup): how much it keeps depends on the
+    prompt carrying material, not on its tier."""
     kind = sources.find(source)
-    if kind is not None and kind.free:  # copying depends on the prompt carrying material, not on its tier
+    return kind is not None and kind.free
+
+
+def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
+    if _copies(source):
         return GROUNDED_LOOKUP if grounded else sources.prior("lookup")
     base = sources.prior(source)
     err = (1 - base) * TIER_ERROR_SCALE.get(tier, 1.0)
@@ -84,8 +90,7 @@ def evidence(source: str, tier: str, grounded: bool) -> str:
     model draft's by tier (how hard the text is), a copying source's by whether the prompt carries
     material (its copies on open questions say nothing of its copies on a passage to summarise:
     pooled per tier, they priced lookup on a summary at 0.40 acceptance where it kept 0.71)."""
-    kind = sources.find(source)
-    if kind is not None and kind.free:
+    if _copies(source):
         return "grounded" if grounded else "open"
     return tier
 
