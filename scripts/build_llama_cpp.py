@@ -6,25 +6,23 @@ llama.cpp multiplies a batch with llamafile's tinyBLAS kernels but a single toke
 dot products, which sum in another order (logits differ by ~0.04 on SmolLM2), so near-ties
 can flip. This build gives float weights kernels that sum every output element in the same
 order for every batch size, chosen by the CPU:
-- x86 with AVX2 or AVX-512, float16 weights: single tokens keep stock's ggml_vec_dot_f16, and a
-  batch of up to 48 tokens (every verify pass) takes ``specquant_vecdot_gemm``, which sums each
-  element exactly as ggml_vec_dot_f16 does (its own macros: the same loads, FMAs, reduction and
-  leftovers) while loading a weight row once for three columns and widening the batch's
-  columns to float once per pass: plain decoding is stock's, and a verify pass is cheaper than
-  stock's tinyBLAS on a 2-core AVX2 EPYC (2 / 3 / 5 tokens: 1.07 / 1.10 / 1.5 steps, measured
-  before level 7, when each column was widened again for every weight row). On a 2-core Sapphire
-  Rapids VM that widening made passes of 3 / 5 tokens cost 1.65 / 2.73 steps in-process (level 6),
-  1.46-1.52 / 2.37 with it done once (level 7; tinyBLAS, level 5: 1.49 / 2.26). Longer batches
-  (prompts, prefilled alike by plain and speculative runs) keep tinyBLAS. BF16/F32 weights take
-  ggml's dot products at every batch size there. (Patch
-  levels 1-5 gave AVX-512 CPUs tinyBLAS for single tokens too, a 16-row GEMV tile: 1.02-1.06x stock
-  on a 2-core AVX-512 EPYC, but 0.955-0.975x on a 2-core Sapphire Rapids Xeon and 0.83-0.96x on
-  AVX2-only CPUs. Stock's own one-token kernel is stock's speed on every CPU by construction.)
+- x86 with AVX2 or AVX-512, float16 weights: every batch size sums as stock's tinyBLAS sums a batch
+  of 2+ tokens (one vector accumulator per output element, then a horizontal sum). That order
+  depends on neither tinyBLAS's tiles nor the batch size; only the single token differed (stock
+  gives it ``ggml_vec_dot_f16``: four interleaved chains, reduced in double). Here one token and
+  small batches take ``specquant_f16_gemm``, written with tinyBLAS's own helpers, and longer
+  batches keep tinyBLAS itself. It is faster than both where a verify pass lives: the batch's
+  columns are widened to float once per call, a tile of 4-8 weight rows is read once and meets
+  every column in registers, and the next tile is prefetched into L2, so a pass of 2-3 tokens
+  costs about what a one-token step costs until the cores run out of arithmetic (the floor:
+  ``specquant hardware``). Measured beside stock in one process (docs/measurements.md, patch
+  level 8). BF16/F32 weights take ggml's dot products at every batch size there. (Levels 6-7 kept
+  stock's one-token dot product and matched its order in batches: exact, but a pass of 3 / 5
+  tokens cost 2.8 / 4.3 steps at the 1.7B shape on a 2-core Zen 4, stock 1.7 / 1.9.)
 - other CPUs (ARM, ...): float weights take ggml's dot products for every pass of up to 48 tokens,
   one token included. Stock ARM builds switch to tinyBLAS at 8 tokens for float16 (4 for float32),
   so a verify pass of 8+ tokens summed in another order; checked under emulation by
   scripts/check_arm.sh (passes of 8-33 tokens differed before, all of 2-33 agree now).
-README "Measured here" has the numbers.
 
 Flash attention on the CPU computes a single token's attention in per-thread chunks of the
 cache once it holds 512 tokens (a batch's in one pass per row), which sums in another order:
@@ -59,81 +57,123 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-PATCH_LEVEL = 7
+PATCH_LEVEL = 8
 LOCAL = f"{VERSION}+specquant.{PATCH_LEVEL}"
 
 SGEMM = "vendor/llama.cpp/ggml/src/ggml-cpu/llamafile/sgemm.cpp"
 AMX_MMQ = "vendor/llama.cpp/ggml/src/ggml-cpu/amx/mmq.cpp"
 
 
-VECDOT_GEMM = r"""
-#if (defined(__AVX__) || defined(__AVX2__) || defined(__AVX512F__)) && defined(__F16C__)
-#define SPECQUANT_VECDOT_GEMM 1  // x86: AVX2 or AVX-512 (whose GGML_F16_DOT macros ggml_vec_dot_f16 uses too)
-typedef double ggml_float;  // as in ggml-cpu/vec.h, which GGML_F16_DOT_VEC_REDUCE expects
+EXACT_F16 = r"""
+#if defined(__AVX512F__) || ((defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__))
+#define SPECQUANT_EXACT_F16 1  // x86 with AVX2 or AVX-512: where tinyBLAS has the float16 kernel this matches
+#include <unistd.h>
 #include <vector>
-static_assert(GGML_F16_DOT_EPR == GGML_F32_EPR, "GGML_F16_DOT_VEC must be a vector of GGML_F32_EPR floats");
-// specquant: a batch times float16 weights, each output element summed exactly as
-// ggml_vec_dot_f16 sums one weight row by one column (the same FMAs into the same
-// GGML_F16_DOT_ARR accumulators, the same reduction and leftovers), so a batch gives the same
-// bits as one-token steps, which take ggml_vec_dot_f16 itself. Cheaper than a dot product per
-// element: the weight row is loaded and widened once for NC columns, and the columns (the batch's
-// activations) are widened to float once per pass, not once per weight row. Widening float16 to
-// float is exact, so a widened value loaded later is the value ggml_vec_dot_f16 widens on the fly.
-template <int NC>
-static inline void specquant_dot_cols(int64_t k, const ggml_fp16_t * x, const float * B, int64_t ldb,
-                                      float * C, int64_t ldc) {
-    const int64_t np = k & ~(int64_t)(GGML_F16_DOT_STEP - 1);
-    GGML_F16_DOT_VEC sum[NC][GGML_F16_DOT_ARR];
-    for (int c = 0; c < NC; ++c)
-        for (int j = 0; j < GGML_F16_DOT_ARR; ++j)
-            sum[c][j] = GGML_F16_DOT_VEC_ZERO;
-    for (int64_t l = 0; l < np; l += GGML_F16_DOT_STEP) {
-        for (int j = 0; j < GGML_F16_DOT_ARR; ++j) {
-            GGML_F16_DOT_VEC ax = GGML_F16_DOT_VEC_LOAD(x + l + j*GGML_F16_DOT_EPR, j);
-            for (int c = 0; c < NC; ++c) {
-                GGML_F16_DOT_VEC ay = GGML_F32_VEC_LOAD(B + ldb*c + l + j*GGML_F16_DOT_EPR);
-                sum[c][j] = GGML_F16_DOT_VEC_FMA(sum[c][j], ax, ay);
-            }
+// specquant: float16 weights times a batch of 1 to SPECQUANT_MAX_N tokens, each output element summed
+// exactly as tinyBLAS sums it for every batch of 2+ tokens: one vector accumulator per element, madd over
+// k in steps of KN from zero, then hsum, through tinyBLAS's own helpers (load, madd, hsum), so with the
+// same instructions. tinyBLAS's order depends on neither its tiles nor the batch size, so with single
+// tokens taking this kernel too (stock gives them ggml_vec_dot_f16, which sums four interleaved chains in
+// double) every batch size computes the same bits, and longer batches keep stock's tinyBLAS.
+// Why it is cheaper than both for a few tokens: the batch's columns are widened to float once per call
+// (tinyBLAS widens them at every use; widening float16 is exact, so the FMAs see the same values); each
+// weight row is read once and widened once for all the columns; four rows go at once, so four
+// independent accumulator chains hide the FMA latency; and the tile's next rows are prefetched into L2
+// while these are summed (without it, four row streams at once ran 10-15% below stock's one-row dot
+// product on a 2-core Zen 4 at the 1.7B shape; with it, at stock's speed).
+#if defined(__AVX512F__)
+typedef __m512 specquant_v;
+#define SPECQUANT_KN 16
+#define SPECQUANT_MAX_N 6  // 4 x 6 accumulators + 6 columns + a row: 31 of 32 registers
+static inline void specquant_store(float * p, __m512 x) { _mm512_storeu_ps(p, x); }
+// weight rows per tile: 8 for 2-3 columns (8 x 3 + 3 + 1 registers; each column load serves 8 rows: a pass
+// of 3 tokens at the 1.7B shape cost 1.04 one-token steps on a 2-core Zen 4, 1.36 with 4 rows); 4 for one
+// column (8 row streams at once ran 3-4% slower there) and for 4-6 columns (registers)
+template <int RN> constexpr int specquant_rm() { return RN == 2 || RN == 3 ? 8 : 4; }
+#else
+typedef __m256 specquant_v;
+#define SPECQUANT_KN 8
+#define SPECQUANT_MAX_N 3  // 4 x 3 accumulators + 3 columns + a row: 16 of 16 registers
+static inline void specquant_store(float * p, __m256 x) { _mm256_storeu_ps(p, x); }
+template <int RN> constexpr int specquant_rm() { return 4; }
+#endif
+
+// C[ldc*j + i] = sum over l of A[lda*i + l] * B[ldb*j + l], for RM rows i and RN columns j
+template <int RM, int RN>
+static inline void specquant_tile(int64_t k, const ggml_fp16_t * A, int64_t lda, const float * B, int64_t ldb,
+                                  float * C, int64_t ldc) {
+    specquant_v Cv[RN][RM] = {};
+    for (int64_t l = 0; l < k; l += SPECQUANT_KN) {
+        if ((l & 31) == 0)  // each 64-byte line of the next tile's rows, once
+            for (int i = RM; i < 2 * RM; ++i)
+                _mm_prefetch((const char *)(A + lda * i + l), _MM_HINT_T1);
+        specquant_v Bv[RN];
+        for (int j = 0; j < RN; ++j)
+            Bv[j] = load<specquant_v>(B + ldb * j + l);
+        for (int i = 0; i < RM; ++i) {
+            specquant_v Av = load<specquant_v>(A + lda * i + l);
+            for (int j = 0; j < RN; ++j)
+                Cv[j][i] = madd(Av, Bv[j], Cv[j][i]);
         }
     }
-    for (int c = 0; c < NC; ++c) {
-        ggml_float sumf = 0.0;
-        GGML_F16_DOT_VEC_REDUCE(sumf, sum[c]);
-        for (int64_t l = np; l < k; ++l)
-            sumf += (ggml_float)(GGML_CPU_FP16_TO_FP32(x[l])*B[ldb*c + l]);
-        C[ldc*c] = (float) sumf;
-    }
+    for (int j = 0; j < RN; ++j)
+        for (int i = 0; i < RM; ++i)
+            C[ldc * j + i] = hsum(Cv[j][i]);
 }
 
-static void specquant_vecdot_gemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
-                                  const ggml_fp16_t * A, int64_t lda, const ggml_fp16_t * B, int64_t ldb,
-                                  float * C, int64_t ldc) {
-    const int64_t r0 = m * params->ith / params->nth;
-    const int64_t r1 = m * (params->ith + 1) / params->nth;
-    static thread_local std::vector<float> wide;  // the columns as floats: each thread its own copy, no barrier
+template <int RN>
+static void specquant_rows(int64_t r0, int64_t r1, int64_t k, const ggml_fp16_t * A, int64_t lda, const float * B,
+                           float * C, int64_t ldc) {
+    constexpr int RM = specquant_rm<RN>();
+    int64_t i = r0;
+    for (; i + RM <= r1; i += RM)
+        specquant_tile<RM, RN>(k, A + lda * i, lda, B, k, C + i, ldc);
+    for (; i < r1; i += 4)  // the rest, in fours
+        specquant_tile<4, RN>(k, A + lda * i, lda, B, k, C + i, ldc);
+}
+
+// Up to 3 tokens always; up to SPECQUANT_MAX_N while the columns as floats fit the L1 data cache (they are
+// read again for every four rows: from L2, more columns lost to tinyBLAS on a Zen 4 at k = 8192).
+static bool specquant_takes(int64_t n, int64_t k) {
+    static const int64_t l1 = [] {
+        long s = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+        return (int64_t)(s > 0 ? s : 32768);
+    }();
+    return n <= 3 || (n <= SPECQUANT_MAX_N && n * k * (int64_t)sizeof(float) <= l1);
+}
+
+// false where this kernel does not take the batch (stock's path then), and where tinyBLAS refuses the shape
+// (k not a multiple of KN, rows not a multiple of 4): there every batch size takes ggml_vec_dot_f16
+static bool specquant_f16_gemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
+                               const ggml_fp16_t * A, int64_t lda, const ggml_fp16_t * B, int64_t ldb,
+                               float * C, int64_t ldc) {
+    if (n < 1 || k % SPECQUANT_KN != 0 || m % 4 != 0 || !specquant_takes(n, k))
+        return false;
+    static thread_local std::vector<float> wide;  // the columns as floats: each thread its own, no barrier
     wide.resize((size_t)(n * k));
-    for (int64_t j = 0; j < n; ++j) {
-        int64_t l = 0;
-        for (; l + GGML_F32_EPR <= k; l += GGML_F32_EPR)
-            GGML_F32_VEC_STORE(&wide[j*k + l], GGML_F16_DOT_VEC_LOAD(B + ldb*j + l, 0));
-        for (; l < k; ++l)
-            wide[j*k + l] = GGML_CPU_FP16_TO_FP32(B[ldb*j + l]);
+    for (int64_t j = 0; j < n; ++j)
+        for (int64_t l = 0; l < k; l += SPECQUANT_KN)
+            specquant_store(&wide[j * k + l], load<specquant_v>(B + ldb * j + l));
+    const int64_t fours = m / 4;  // each thread its share of the rows, in fours
+    const int64_t r0 = 4 * (fours * params->ith / params->nth);
+    const int64_t r1 = 4 * (fours * (params->ith + 1) / params->nth);
+    const float * W = wide.data();
+    switch (n) {
+        case 1: specquant_rows<1>(r0, r1, k, A, lda, W, C, ldc); break;
+        case 2: specquant_rows<2>(r0, r1, k, A, lda, W, C, ldc); break;
+        case 3: specquant_rows<3>(r0, r1, k, A, lda, W, C, ldc); break;
+#if SPECQUANT_MAX_N > 3
+        case 4: specquant_rows<4>(r0, r1, k, A, lda, W, C, ldc); break;
+        case 5: specquant_rows<5>(r0, r1, k, A, lda, W, C, ldc); break;
+        case 6: specquant_rows<6>(r0, r1, k, A, lda, W, C, ldc); break;
+#endif
+        default: GGML_ABORT("specquant_f16_gemm: batch of %d", (int) n);
     }
-    const float * Bw = wide.data();
-    for (int64_t i = r0; i < r1; ++i) {  // a weight row stays in L1 while every column meets it
-        const ggml_fp16_t * x = A + lda*i;
-        int64_t j = 0;
-        for (; j + 3 <= n; j += 3) specquant_dot_cols<3>(k, x, Bw + k*j, k, C + ldc*j + i, ldc);
-        if (n - j == 2) specquant_dot_cols<2>(k, x, Bw + k*j, k, C + ldc*j + i, ldc);
-        if (n - j == 1) specquant_dot_cols<1>(k, x, Bw + k*j, k, C + ldc*j + i, ldc);
-    }
+    return true;
 }
 #endif
 
 """
-
-# where the F16 case of llamafile_sgemm starts, before its per-ISA branches
-F16_CASE = "    case GGML_TYPE_F16: {\n#if defined(__AVX512F__)\n"
 
 # (file, text that must occur exactly once, replacement)
 EDITS = [
@@ -144,10 +184,16 @@ EDITS = [
         return false;
 #endif
 """,
-     """    // only enable sgemm for prompt processing -- specquant: float weights take kernels that sum
-    // every output element in the same order for every batch size (see specquant_vecdot_gemm)
+     """    // only enable sgemm for prompt processing -- specquant: float16 weights with a few tokens, one token
+    // included, take specquant_f16_gemm, which sums every element as tinyBLAS does for longer batches
+#if defined(SPECQUANT_EXACT_F16)
+    if (Atype == GGML_TYPE_F16 && Btype == GGML_TYPE_F16 && Ctype == GGML_TYPE_F32 &&
+        specquant_f16_gemm(params, m, n, k, (const ggml_fp16_t *)A, lda, (const ggml_fp16_t *)B, ldb, (float *)C, ldc))
+        return true;
+#endif
 #if !defined(__MMA__)
-#if defined(SPECQUANT_VECDOT_GEMM)
+#if defined(SPECQUANT_EXACT_F16)
+    // BF16 and F32 weights take ggml's dot products at every batch size (tinyBLAS sums them another way)
     if (n < 2 || Atype == GGML_TYPE_BF16 || Atype == GGML_TYPE_F32)
         return false;
 #else
@@ -161,19 +207,7 @@ EDITS = [
 """),
     (SGEMM,
      "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n",
-     VECDOT_GEMM + "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n"),
-    (SGEMM, F16_CASE, F16_CASE.replace("{\n", """{
-#if defined(SPECQUANT_VECDOT_GEMM)
-        // specquant: a batch up to the longest verify pass (33 tokens, with room to spare), summed
-        // as ggml_vec_dot_f16 sums one token; longer batches (prompts, the same for plain and
-        // speculative runs) keep tinyBLAS, which prefills ~1.7x faster
-        if (Btype == GGML_TYPE_F16 && n <= 48) {
-            specquant_vecdot_gemm(params, m, n, k, (const ggml_fp16_t *)A, lda, (const ggml_fp16_t *)B, ldb,
-                                  (float *)C, ldc);
-            return true;
-        }
-#endif
-""", 1)),
+     EXACT_F16 + "bool llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,\n"),
     ("vendor/llama.cpp/ggml/src/ggml-cpu/ops.cpp",
      "    const bool use_split_kv_path = !use_ref && (neq1 == 1 && neq3 == 1)",
      "    // specquant: no split-KV path. It sums a single token's attention over the cache in\n"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from .costs import Costs, best_k
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 48 tokens the patched llama.cpp's float
-# matmuls on AVX2 CPUs, and past 63 its CPU attention, take kernels that sum differently from
+# matmuls on ARM CPUs, and past 63 its CPU attention, take kernels that sum differently from
 # one-token steps: scripts/build_llama_cpp.py. Long drafts never pay anyway.)
 MAX_DRAFT = 32
 

@@ -40,14 +40,16 @@ def test_batches_equal_single_tokens_deep_in_the_context(smol, start):
     smol.reset()
 
 
-def test_every_verify_size_equals_single_tokens_with_odd_dimensions(tmp_path, smol_paths):
-    # On x86 (AVX2 or AVX-512) the build sums verify-sized batches (2..48 tokens) with its own kernel,
-    # three columns at a time, exactly as ggml's one-token dot product: every size (remainders of 1
-    # and 2 columns), and inner dimensions that leave a remainder past the SIMD steps (32 wide with
-    # AVX2, 64 with AVX-512: 72, 200).
+@pytest.mark.parametrize("n_embd,n_ff", [(72, 200), (64, 176)])
+def test_every_verify_size_equals_single_tokens_with_odd_dimensions(tmp_path, smol_paths, n_embd, n_ff):
+    # On x86 (AVX2 or AVX-512) one token and batches of up to 3-6 take the build's own kernel, longer
+    # batches tinyBLAS; both sum in tinyBLAS's order, where the inner dimension is a multiple of the
+    # vector width (8 floats with AVX2, 16 with AVX-512) and the rows come in fours. Elsewhere every
+    # size takes ggml's dot product. 72 and 200 leave a remainder past 16; 64 and 176 do not, and 64
+    # lets the build's kernel take 6 columns (its floats fit the L1 cache).
     from specquant.models import _vocab_fields, write_tiny_gguf
 
-    path = write_tiny_gguf(tmp_path / "odd.F16.gguf", _vocab_fields(smol_paths["F16"]), n_embd=72, n_ff=200,
+    path = write_tiny_gguf(tmp_path / "odd.F16.gguf", _vocab_fields(smol_paths["F16"]), n_embd=n_embd, n_ff=n_ff,
                            n_head=4, n_head_kv=2)
     m = load_model(path, n_ctx=512)
     rng = np.random.default_rng(0)
