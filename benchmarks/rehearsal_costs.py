@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from common import write_result  # noqa: E402 - also puts the project on sys.path
 
@@ -33,15 +34,22 @@ SHAPE = dict(n_embd=2048, n_layer=24, n_head=32, n_head_kv=32, n_ff=8192, n_ctx=
 NAME = "SmolLM2-1.7B-Instruct"
 
 
-def prepare() -> dict:
+def target_f16() -> Path:
+    """The F16 file of the 1.7B shape (written once, about a minute)."""
     d = models_dir() / "rehearsal"
     d.mkdir(parents=True, exist_ok=True)
-    smol = prepare_smol()
-    files = {q: d / f"{NAME}-{q.lower()}.gguf" for q in ("F16", "Q8_0", "Q4_K_M", "Q4_0")}
-    if not files["F16"].exists():
+    f = d / f"{NAME}-f16.gguf"
+    if not f.exists():
         t0 = time.perf_counter()
-        write_tiny_gguf(files["F16"], _vocab_fields(smol["F16"]), seed=7, **SHAPE)
-        print(f"wrote {files['F16'].name} in {time.perf_counter() - t0:.0f} s", flush=True)
+        write_tiny_gguf(f, _vocab_fields(prepare_smol()["F16"]), seed=7, **SHAPE)
+        print(f"wrote {f.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return f
+
+
+def prepare() -> dict:
+    smol = prepare_smol()
+    f16 = target_f16()
+    files = {q: f16.with_name(f"{NAME}-{q.lower()}.gguf") for q in ("F16", "Q8_0", "Q4_K_M", "Q4_0")}
     for q in ("Q8_0", "Q4_K_M", "Q4_0"):
         if not files[q].exists():
             t0 = time.perf_counter()

@@ -125,6 +125,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     for pol in policies:
         for p in prompts:
             engine.route(p["prompt"], policy=pol, max_tokens=max_tokens)  # loads and calibrates whatever a decision may need
+    engine.costs("none")  # the target's curve, for the header
+    engine.pass_costs()  # and the machine's floor beside it: about a second, before any timing
     warm = engine.prompt_tokens("Say hello.")
     engine.run(warm, draft="none", max_tokens=8)
     for d, k in configs:
@@ -256,6 +258,7 @@ def to_markdown(res: dict) -> str:
     out = [
         "# SpecQuant benchmark", "",
         f"Models: {models}. Backend: {res['engine']['backend']}. Machine: {res['machine']['platform']}.",
+        *pass_costs_lines(res["engine"].get("pass_costs")),
         f"Settings: max {res['settings']['max_tokens']} new tokens, temperature {res['settings']['temperature']}. "
         "Speed-ups compare each run with the plain runs just before and after it (per prompt: the median over "
         f"{res['settings']['repeats']}+ rounds, more for short answers; totals: sums of time); loading and "
@@ -293,6 +296,17 @@ def to_markdown(res: dict) -> str:
         out.append(f"| {e['id']} | {e['plain']['tokens']} | {e['plain']['tok_s']:.1f} | " + " | ".join(cells) + " |")
     out.append("")
     return "\n".join(out)
+
+
+def pass_costs_lines(pc: dict | None) -> list[str]:
+    """The target's verify pass costs (one-token steps) beside the machine's floor, for the header."""
+    if not pc:
+        return []
+    fl = pc.get("floor")
+    cells = [f"{n}: {v:.2f}" + (f" (floor {fl['steps'][n]:.2f})" if fl else "") for n, v in pc["steps"].items()]
+    rates = (f"; floor from memory {fl['bandwidth'] / 1e9:.0f} GB/s and float32 FMA {fl['flops'] / 1e9:.0f} GFLOP/s"
+             if fl else "")
+    return [f"Target pass over n tokens, in one-token steps of {pc['step_ms']:.1f} ms: " + ", ".join(cells) + rates + "."]
 
 
 def _agreement_cell(s: dict, n: int) -> str:

@@ -1,5 +1,5 @@
-"""``specquant --prompt "..."``, ``specquant analyze``, ``specquant models``, ``specquant bench``,
-``specquant prepare``."""
+"""``specquant --prompt "..."``, ``specquant analyze``, ``specquant models``, ``specquant hardware``,
+``specquant bench``, ``specquant prepare``."""
 from __future__ import annotations
 
 import argparse
@@ -44,7 +44,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="specquant",
         description="Exact speculative decoding: a quantized draft or prompt lookup proposes, the F16 target verifies.",
-        epilog="Subcommands: `specquant analyze PROMPT`, `specquant models`, `specquant bench`, `specquant prepare`.",
+        epilog="Subcommands: `specquant analyze PROMPT`, `specquant models`, `specquant hardware`, `specquant bench`, "
+               "`specquant prepare`.",
     )
     p.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
     p.add_argument("--prompt-file", help="read the prompt from this file (- for standard input)")
@@ -222,6 +223,46 @@ def cmd_models(argv: list[str]) -> int:
     return 0
 
 
+def cmd_hardware(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="specquant hardware",
+        description="This machine, and its floor: the memory bandwidth and float32 FMA rate measured now (about a "
+                    "second), and what they imply for a verify pass over n tokens. With --model, the model is loaded "
+                    "and its measured pass costs shown beside that floor.")
+    engine_args(p, model_default="none: the floor for the default family's size, no model loaded")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from . import catalog, floor, hardware
+
+    hw = hardware.detect()
+    out = {"hardware": hw.to_dict()}
+    if args.model or args.target:
+        eng = _open_engine(args)
+        eng.costs("none")
+        pc = eng.pass_costs()
+        out.update(model=eng.label, pass_costs=pc)
+        lines = [f"model: {eng.label}"]
+        if pc.get("floor"):
+            fl = floor.Floor(pc["floor"]["bandwidth"], pc["floor"]["flops"], pc["floor"]["threads"])
+            info = eng.target.describe()
+            lines += floor.curve_lines(fl, info["file_bytes"], info["n_params"], pc["steps"], ns=tuple(pc["steps"]))
+            lines.append(f"one-token step measured: {pc['step_ms']:.1f} ms")
+        else:
+            lines += [f"  n={n:<3d} measured {v:5.2f}" for n, v in pc["steps"].items()]
+    else:
+        fl = floor.measure(args.threads)
+        fam = catalog.families()[hardware.default_family(hw)]
+        out.update(floor=fl.to_dict(), family=fam.key)
+        lines = [f"for {fam.key} ({fam.params_b:g}B parameters, F16):",
+                 *floor.curve_lines(fl, fam.params_b * 2e9, fam.params_b * 1e9)]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"hardware: {hw.summary()}")
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_prepare(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="specquant prepare",
                                 description="Prepare the demo and test models (SmolLM2-135M F16 + Q8_0/Q4_K_M/Q4_0 drafts, tiny test models).")
@@ -252,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_analyze(argv[1:])
         if argv and argv[0] == "models":
             return cmd_models(argv[1:])
+        if argv and argv[0] == "hardware":
+            return cmd_hardware(argv[1:])
         return cmd_run(argv)
     except (InputError, BackendError, FileNotFoundError, ValueError, RuntimeError, MemoryError) as e:
         print(f"specquant: error: {e}", file=sys.stderr)

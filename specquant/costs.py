@@ -181,6 +181,42 @@ def _measure_once(target, draft_model, context: list[int], ns, rounds: int, budg
     return Costs(verify, step, max(0.0, med(d_two) + med(d_after) - 2 * step), settle, prefill_s)
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every CPU since boot, from /proc/stat (None elsewhere). Steal time,
+    taken by other guests of a VM's host, counts as busy."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    busy = sum(v[:8]) - idle if len(v) >= 8 else sum(v) - idle
+    return busy, busy + idle
+
+
+def _own_ticks() -> int | None:
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime, every thread of this process
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_meter():
+    """Start watching the machine; the returned function says what share of every CPU's time other
+    programs (and other guests of a VM's host) took since, or None where /proc is not there."""
+    start, own = _cpu_ticks(), _own_ticks()
+
+    def share() -> float | None:
+        end, own_end = _cpu_ticks(), _own_ticks()
+        if None in (start, own, end, own_end) or end[1] <= start[1]:
+            return None
+        return max(0.0, (end[0] - start[0]) - (own_end - own)) / (end[1] - start[1])
+
+    return share
+
+
 def plausible(c: Costs) -> bool:
     """A pass over more tokens never costs less (3% slack for timer noise)."""
     xs = sorted(c.verify)

@@ -23,7 +23,7 @@ from backends.base import VERIFY_CHECKED
 
 from . import routing, sources
 from .control import MAX_DRAFT, DraftControl, Drift
-from .costs import Costs, measure_costs, plausible
+from .costs import Costs, busy_meter, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft, PromptLookup
 from .paths import cache_dir
 from .quantize import normalize_qtype, quantize, source_id
@@ -50,6 +50,15 @@ def parse_k(value) -> int | str:
     return k
 
 
+PASS_NS = (2, 3, 5, 9, 17)  # the pass lengths shown beside the floor
+# A calibration runs beat by more than this margin, FASTER_RUNS times in a row, is measured again: a
+# quarter is well past the few per cent that steps of one machine vary by in a quiet minute, and
+# below what a busy calibration was seen to add (one-token steps of 17-22 ms where runs paid 9-10).
+STALE_MARGIN = 0.25
+FASTER_RUNS = 2
+# A calibration during which other programs used more than this share of the CPUs is used for the
+# models loaded now but not kept on disk (the next load measures again).
+BUSY_SHARE = 0.25
 CALIBRATION_MAX_AGE_S = 24 * 3600  # machines change load; measure again daily
 CALIBRATION_VERSION = 2  # what a cached calibration must hold (2: the draft's prefill per token)
 
@@ -78,6 +87,10 @@ class Engine:
         self._drafts: dict[str, DraftSource | None] = {}
         self._costs: dict[str, Costs] = {}
         self.drift = Drift()  # what runs observe of the target's costs, carried from run to run
+        self._floor = None  # the machine's floor (specquant.floor), measured with the first pass_costs
+        self._faster_runs = 0  # runs in a row whose steps beat the calibration (_check_calibration)
+        self.stale = ""  # why the calibration was last taken again, if it was
+        self.calibration_note = ""  # why the last calibration was not kept on disk, if it was not
         self.label = label or self.target.path.name
 
     @classmethod
@@ -186,6 +199,29 @@ class Engine:
             self._note(f"calibrate {key}", time.perf_counter() - t0)
         return self._costs[key]
 
+    def pass_costs(self, ns=PASS_NS) -> dict | None:
+        """The target's calibrated pass costs in one-token steps beside the machine's floor for this
+        model (``specquant.floor``), once the target has been calibrated; the floor is measured the
+        first time (about a second, load time). None before calibration; no floor on a GPU."""
+        c = self._costs.get("_target")
+        if c is None:
+            return None
+        out = {"steps": {n: c.T(n) / c.T(1) for n in ns}, "step_ms": c.T(1) * 1e3}
+        if not self.target.on_gpu:  # a GPU's floor is not what numpy measures on the CPU
+            from . import floor
+
+            if self._floor is None:
+                t0 = time.perf_counter()
+                self._floor = floor.measure(getattr(self.target, "n_threads", None))
+                self._note("measure the floor", time.perf_counter() - t0)
+            info = self.target.describe()
+            f, size, params = self._floor, info.get("file_bytes") or 0, info.get("n_params") or 0
+            if not (size and params):
+                return out
+            out["floor"] = {**f.to_dict(), "steps": {n: f.pass_steps(n, size, params) for n in ns},
+                            "step_ms": f.step_s(size, params) * 1e3}
+        return out
+
     def _cached_costs(self, model, curve: Costs | None = None) -> Costs:
         f = cache_dir() / "calibration.json"
         k = self._calibration_key(model)
@@ -198,8 +234,15 @@ class Engine:
             c = Costs.from_dict(hit)
             if plausible(c):
                 return c
+        meter = busy_meter()
         c = measure_costs(self.target, model, context=self.target.tokenize(CALIBRATION_TEXT), curve=curve)
-        data[k] = {**c.to_dict(), "at": time.time(), "v": CALIBRATION_VERSION}
+        busy = meter()
+        if busy is not None and busy > BUSY_SHARE:
+            self.calibration_note = (f"measured while other programs used {busy:.0%} of the CPUs: used now, "
+                                     "not kept (the next load measures again)")
+            return c
+        data[k] = {**c.to_dict(), "at": time.time(), "v": CALIBRATION_VERSION,
+                   "conditions": {"others_cpu_share": busy, "threads": getattr(self.target, "n_threads", None)}}
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(f".{os.getpid()}.tmp")
@@ -208,6 +251,23 @@ class Engine:
         except OSError:
             pass  # a read-only cache only costs a re-measurement next time
         return c
+
+    def _forget_calibration(self) -> None:
+        """Drop this target's entries from the calibration cache (every draft's: they share its curve)."""
+        f = cache_dir() / "calibration.json"
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            return
+        mine = source_id(self.target.path) + "|"
+        kept = {k: v for k, v in data.items() if not k.startswith(mine)}
+        if len(kept) != len(data):
+            try:
+                tmp = f.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(kept, indent=1))
+                os.replace(tmp, f)
+            except OSError:
+                pass
 
     def auto_sources(self) -> list[str]:
         return sources.auto_sources(self.backend, sibling=bool(self.sibling))
@@ -337,13 +397,30 @@ class Engine:
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
-        if control is None or not control.auto:
-            return events
 
         def carry(done):  # what the run saw of the costs becomes the engine's
-            self.drift = control.drift
+            if control is not None and control.auto:
+                self.drift = control.drift
+            self._check_calibration(done)
 
         return _on_done(events, carry)
+
+    def _check_calibration(self, done) -> None:
+        """A calibration that priced one-token steps higher than runs pay for them (taken while the
+        machine was busy) is measured again before the next run, once FASTER_RUNS runs in a row
+        stepped faster than it by more than STALE_MARGIN. Slower runs are the level drifting (a busy
+        spell, a long context), which ``Drift`` follows: measuring again would not help."""
+        c, step = self._costs.get("_target"), done.stats.plain_step_s
+        if c is None or step is None:
+            return
+        self._faster_runs = self._faster_runs + 1 if step * (1 + STALE_MARGIN) < c.T(1) else 0
+        if self._faster_runs >= FASTER_RUNS:
+            self._faster_runs = 0
+            self.stale = (f"runs stepped in {step * 1e3:.1f} ms where the calibration said {c.T(1) * 1e3:.1f} ms: "
+                          "measured again")
+            self._costs.clear()
+            self.drift = Drift()
+            self._forget_calibration()
 
     def check_exact(self, n: int) -> None:
         """Before a run whose verify passes hold up to ``n`` tokens: passes longer than loading checked
@@ -373,7 +450,9 @@ class Engine:
         models = [self.target.describe()] + [s.model.describe() for s in drafts if isinstance(s, ModelDraft)]
         return {"backend": self.backend, "label": self.label, "models": models, "load_s": load_s,
                 "batch_invariant": self.exact, "on_gpu": self.target.on_gpu,
-                "model_set": self.model_set.describe() if self.model_set else None}
+                "model_set": self.model_set.describe() if self.model_set else None,
+                "pass_costs": self.pass_costs() if self._floor is not None or self.target.on_gpu else None,
+                "calibration_note": self.calibration_note, "recalibrated": self.stale}
 
 
 def _on_done(events: Iterator[Step | Done], then) -> Iterator[Step | Done]:

@@ -121,6 +121,9 @@ class Service:
                     st.message = f"measuring costs on this machine, once: {src} ({i} of {len(todo)})"
                     eng.costs(src)
                 phase("calibration")
+                st.message = "measuring this machine's floor (memory and arithmetic rates)"
+                eng.pass_costs()
+                phase("floor")
                 st.engine, st.status, st.message = eng, "ready", "ready"
                 print(f"specquant: {ms.label} ready: " + ", ".join(f"{k} {v:.1f} s" for k, v in st.phases.items()),
                       flush=True)

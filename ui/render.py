@@ -152,7 +152,8 @@ def acceptance_rows(stats: dict) -> dict:
     return {"position": [str(i + 1) for i in range(len(acc))], "acceptance": [round(a, 4) for a in acc]}
 
 
-_PHASES = {"files": "model files (download or cache)", "load": "loading", "calibration": "measuring costs"}
+_PHASES = {"files": "model files (download or cache)", "load": "loading", "calibration": "measuring costs",
+           "floor": "measuring the floor"}
 
 
 def model_status_md(info: dict) -> str:
@@ -190,6 +191,9 @@ def hardware_md(info: dict) -> str:
     for m in info.get("models", []):
         lines.append(f"- `{html.escape(m['name'])}` — {m['file_bytes'] / 2**20:.0f} MiB, {m['n_params'] / 1e6:.0f}M params, "
                      f"{m['threads']} threads{', GPU offload' if m.get('gpu_layers') else ''}")
+    pc = info.get("pass_costs")
+    if pc:
+        lines.append(pass_costs_md(pc))
     hw = info.get("hardware") or {}
     if hw:
         gib = 2**30
@@ -197,6 +201,17 @@ def hardware_md(info: dict) -> str:
                      + (f"; GPU {hw['gpu_free_bytes'] / gib:.1f} of {hw['gpu_memory_bytes'] / gib:.1f} GiB free"
                         if hw.get("gpu_memory_bytes") else ""))
     return "\n\n".join(lines)
+
+
+def pass_costs_md(pc: dict) -> str:
+    """What a verify pass over n tokens costs here, in one-token steps, beside the least the machine allows."""
+    fl = pc.get("floor")
+    head = (f"**Verify pass costs** (the FP16 model, in one-token steps of {pc['step_ms']:.1f} ms)"
+            + (f", beside the floor of this machine — memory {fl['bandwidth'] / 1e9:.0f} GB/s, "
+               f"float32 FMA {fl['flops'] / 1e9:.0f} GFLOP/s, one-token step at least {fl['step_ms']:.1f} ms:"
+               if fl else ":"))
+    cells = [f"{n} tokens: {v:.2f}" + (f" (floor {fl['steps'][n]:.2f})" if fl else "") for n, v in pc["steps"].items()]
+    return head + " " + " · ".join(cells)
 
 
 def error_md(msg: str) -> str:
