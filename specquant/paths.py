@@ -15,7 +15,11 @@ def cache_dir() -> Path:
 
 
 def models_dir() -> Path:
-    return cache_dir() / "models"
+    """Prepared models (the demo's, the rehearsal's, the tests'): ``$SPECQUANT_MODELS``, else
+    ``models`` under ``cache_dir()``. The test suite keeps a home of its own (calibrations, answers) and
+    shares the user's prepared models through this variable (tests/conftest.py)."""
+    d = os.environ.get("SPECQUANT_MODELS")
+    return Path(d).expanduser() if d else cache_dir() / "models"
 
 
 def data_dir() -> Path:

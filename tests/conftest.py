@@ -1,4 +1,4 @@
-"""Shared fixtures: the prepared models (made once, cached under $SPECQUANT_HOME)."""
+"""Shared fixtures: the prepared models (made once, under $SPECQUANT_MODELS), the suite's own SPECQUANT_HOME."""
 from __future__ import annotations
 
 import os
@@ -12,8 +12,51 @@ import backends  # noqa: F401 - llama.cpp loads before numpy (see backends/__ini
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+
+def _own_home() -> Path:
+    """The suite's own SPECQUANT_HOME ($SPECQUANT_TEST_HOME, else specquant-tests in the user's cache
+    dir): its calibrations and answers never reach the user's, which decide how the user's runs draft.
+    The prepared models stay shared (SPECQUANT_MODELS, made once for both)."""
+    from specquant.paths import models_dir
+
+    os.environ.setdefault("SPECQUANT_MODELS", str(models_dir()))  # the user's, before the home changes
+    user_calibration = _user_calibration()
+    if os.environ.get("SPECQUANT_TEST_HOME"):
+        home = Path(os.environ["SPECQUANT_TEST_HOME"]).expanduser()
+    else:
+        import platformdirs
+
+        home = Path(platformdirs.user_cache_dir("specquant-tests", appauthor=False))
+    os.environ["SPECQUANT_HOME"] = str(home)
+    return user_calibration
+
+
+def _user_calibration() -> Path:
+    from specquant.paths import cache_dir
+
+    return cache_dir() / "calibration.json"
+
+
+USER_CALIBRATION = _own_home()
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
+
+
+def _fingerprint(path: Path):
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_calibration_untouched():
+    """The whole session leaves the user's calibration file as it found it."""
+    before = _fingerprint(USER_CALIBRATION)
+    yield USER_CALIBRATION
+    assert _fingerprint(USER_CALIBRATION) == before, f"the test suite changed the user's {USER_CALIBRATION}"
 
 
 @pytest.fixture(scope="session")
