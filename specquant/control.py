@@ -9,11 +9,19 @@ It weighs three things, each measured or stated where it comes from:
   drafting step's time (drafting, the draft's catch-up, verifying) against the tokens it
   produced, priced at this run's own plain step time;
 * one rule for risk: a draft is verified only if a complete miss would cost no more than
-  the run can still afford to lose, ``max(LOSS_FLOOR steps, LOSS_SHARE of the answer so
-  far)`` plus what drafting has saved. When nothing can be afforded, the source is dropped
-  for the rest of the run; a model draft that stops is not restarted (a restart pays for
-  catching the draft up on everything since), and one whose prefill of the prompt would
-  cost more than half of what it is expected to save never starts.
+  the run can still afford to lose, ``max(LOSS_FLOOR steps, LOSS_SHARE of the answer)`` plus
+  what drafting has saved, where the answer is its expected length (``max_tokens``, or what
+  the engine has seen answers run to) or what it has already reached, if longer. A model
+  draft that can afford nothing more stops for the rest of the run (a restart pays for
+  catching the draft up on everything since), and one whose prefill of the prompt would cost
+  more than half of what it is expected to save never starts; a free source (prompt lookup)
+  only pauses: a later proposal with stronger evidence is verified when its miss fits what
+  is left of the same allowance.
+* probes: while no pass of this engine has checked what a 2-token pass costs, a free source's
+  proposal is tried now and then as the shortest bet (one drafted token) when that bet's miss
+  fits the allowance, so a calibration that priced passes too high (taken while the machine
+  was busy) corrects itself within an answer instead of keeping drafting off; a cheaper price
+  found at 2 tokens carries to longer passes until they are timed (``Drift.shape_of``).
 
 ``k = 0`` is a normal answer: a draft that does not pay here stops instead of slowing
 the answer, and the run goes on as plain decoding.
@@ -24,7 +32,7 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 
-from .costs import Costs, best_k
+from .costs import Costs, best_k, expected_speedup
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 48 tokens the patched llama.cpp's float
 # matmuls on ARM CPUs, and past 63 its CPU attention, take kernels that sum differently from
@@ -48,6 +56,10 @@ PREFILL_PAYBACK = 2.0
 # reference for the ledger), one every REFERENCE_EVERY steps.
 REFERENCE_STEPS = 3
 REFERENCE_EVERY = 8
+
+
+# A probe (see the module's docstring) at most once in this many tokens of an answer.
+PROBE_EVERY = 16
 
 
 @dataclass
@@ -78,23 +90,42 @@ class Drift:
     def _nearest(n: int, lengths) -> int | None:
         return min(lengths, key=lambda m: (abs(math.log(m / n)), m), default=None)
 
+    def shape_of(self, n: int) -> float:
+        """Observed / calibrated for a pass length: its own, or, unobserved, the largest discount
+        observed at a shorter length (a curve that was too dear at 2 tokens was too dear above:
+        pricing longer passes lower is corrected by the first one that pays it, and pricing them
+        higher never would be), or 1."""
+        if n in self.shape:
+            return self.shape[n]
+        return min([1.0] + [v for m, v in self.shape.items() if m < n])
+
+    def observed(self, n: int, calibrated: Costs) -> bool:
+        """Whether a pass of about n tokens has been timed (by this engine's runs)."""
+        key = self._nearest(n, [m for m in calibrated.verify if m > 1]) or n
+        return self.shape_n.get(key, 0) > 0
+
     def apply(self, c: Costs, source: str | None = None) -> Costs:
         """The calibrated costs at the level observed (a draft not yet observed is assumed
         to have slowed down or sped up like the target)."""
-        verify = {n: t * self.scale * self.shape.get(n, 1.0) for n, t in c.verify.items()}
+        verify = {n: t * self.scale * (self.shape_of(n) if n > 1 else 1.0) for n, t in c.verify.items()}
         ds = self.draft.get(source, self.scale) if source else self.scale
         return Costs(verify, c.draft_step * ds, c.draft_round * ds, c.settle * self.scale, c.draft_prefill * ds)
 
     def observe_target(self, n: int, seconds: float, calibrated: Costs, first: bool) -> None:
+        """A pass of n tokens took ``seconds``: one-token passes set the level, longer ones the shape
+        at the level seen so far (``first``: the run's first pass; a run's first pass of one token
+        counts as much as the level's history, since the machine may have changed since)."""
         ratio = seconds / calibrated.T(n)
-        if n == 1 or first:
-            self.scale = 0.8 * self.scale + 0.2 * ratio
+        if n == 1:
+            w = 0.5 if first else 0.2
+            self.scale = (1 - w) * self.scale + w * ratio
             return
-        # a pass of n tokens informs the calibrated length nearest to it; the first observations
-        # count most, later ones follow drift
+        # a pass of n tokens informs the calibrated length nearest to it; the first observation sets
+        # it (half of the way left a length priced too dear that no later bet would check), the next
+        # ones average, later ones follow drift
         key = self._nearest(n, [m for m in calibrated.verify if m > 1]) or n
         seen = self.shape_n[key] = self.shape_n.get(key, 0) + 1
-        w = max(0.2, 1.0 / (seen + 1))
+        w = max(0.2, 1.0 / seen)
         self.shape[key] = (1 - w) * self.shape.get(key, 1.0) + w * ratio / self.scale
 
     def observe_draft(self, source: str, ratio: float) -> None:
@@ -107,9 +138,11 @@ class Ledger:
     """What drafting has gained (+) or lost (-) in this run, in seconds, measured: every
     drafting step's tokens at this run's plain step time, minus what the step took. The
     plain step time is the median of this run's one-token passes once three are timed, the
-    calibration's (at the level runs see lately) before."""
+    calibration's (at the level runs see lately) before. ``expected``: the answer's expected
+    length in tokens, which the allowance is a share of from the start."""
 
     fallback_s: float
+    expected: int = 0
     balance_s: float = 0.0
     tokens: int = 0  # tokens produced so far, by every step
     plain: list[float] = field(default_factory=list)
@@ -119,7 +152,7 @@ class Ledger:
 
     def allowance_s(self) -> float:
         """What drafting may still lose before it must stop."""
-        return max(LOSS_FLOOR, LOSS_SHARE * self.tokens) * self.step_s() + self.balance_s
+        return max(LOSS_FLOOR, LOSS_SHARE * max(self.tokens, self.expected)) * self.step_s() + self.balance_s
 
     def record(self, drafted: int, accepted: int, spent_s: float) -> None:
         self.tokens += accepted + 1
@@ -158,17 +191,21 @@ class DraftControl:
         self.source = source
         self.start()
 
-    def start(self, prompt_len: int = 0, max_tokens: int = 0) -> None:
-        """A run begins: its prompt is ``prompt_len`` tokens, its answer at most ``max_tokens``."""
+    def start(self, prompt_len: int = 0, max_tokens: int = 0, expected: int | None = None) -> None:
+        """A run begins: its prompt is ``prompt_len`` tokens, its answer at most ``max_tokens``
+        and expected to run to ``expected`` (default: ``max_tokens``)."""
         self.attempts = 0  # draft positions examined by the target
         self.kept = 0
         self.history: list[int] = []
-        self.dropped = ""  # why drafting stopped for the rest of this run
+        self.dropped = ""  # why drafting stopped (a model draft: for the rest of this run)
+        self.probes = 0
         self._level_seen = False
         self._steps_since_plain = 0
+        self._last_probe = -PROBE_EVERY
         # earlier runs' passes count, this run's more
         self.drift.shape_n = {n: min(c, 3) for n, c in self.drift.shape_n.items()}
-        self.ledger = Ledger(self._costs().T(1) if self.auto else 0.0)
+        expected = min(expected or max_tokens, max_tokens) if max_tokens else 0
+        self.ledger = Ledger(self._costs().T(1) if self.auto else 0.0, expected)
         if self.auto and not self.free_draft and prompt_len and max_tokens:
             self._check_prefill(prompt_len, max_tokens)
 
@@ -214,10 +251,10 @@ class DraftControl:
         """Tokens to ask the draft for."""
         if not self.auto:
             k = self.k_fixed or 4
+        elif self.free_draft:
+            k = self.k_max  # proposing costs nothing: keep() judges the proposal (a paused source's too)
         elif self.dropped:
             k = 0
-        elif self.free_draft:
-            k = self.k_max  # proposing costs nothing: keep() judges the proposal
         elif len(self.ledger.plain) < REFERENCE_STEPS and self._steps_since_plain >= REFERENCE_EVERY:
             k = 0  # a plain step: the ledger's reference
         else:
@@ -229,11 +266,26 @@ class DraftControl:
     def _bet(self, c: Costs, later: float, n: int, first: float | None = None) -> int:
         """A draft worth verifying (expected to gain BET_MIN_GAIN at its best length), cut to
         the longest whose complete miss the run can afford: the cut bet is a probe, and a hit
-        lets the next bets be longer."""
-        if not best_k(c, later, n, BET_MIN_GAIN, first)[0]:
+        lets the next bets be longer. Failing that, a probe of the price of a pass length no
+        pass has checked yet (one drafted token, at most once in PROBE_EVERY tokens)."""
+        if best_k(c, later, n, BET_MIN_GAIN, first)[0]:
+            room = self._affordable(c, n)
+            k = best_k(c, later, room, 0.0, first)[0] if room else 0
+            if k:
+                return k
+        return self._probe(c, n)
+
+    def _probe(self, c: Costs, n: int) -> int:
+        """Free sources only: a model draft would pay for catching up on every token since its last
+        proposal; its costs are checked at load instead (``Engine.costs``)."""
+        if (not self.free_draft or n < 1 or self.attempts or self.drift.observed(2, self.costs)
+                or self.ledger.tokens - self._last_probe < PROBE_EVERY):
+            return 0  # (a drafted pass of this run, or an earlier run's, has told the price already)
+        if self.miss_cost(c, 1) > self.ledger.allowance_s():
             return 0
-        room = self._affordable(c, n)
-        return best_k(c, later, room, 0.0, first)[0] if room else 0
+        self._last_probe = self.ledger.tokens
+        self.probes += 1
+        return 1
 
     def _model_k(self) -> int:
         c = self._costs()
@@ -252,18 +304,28 @@ class DraftControl:
         """How many of ``n`` proposed tokens to verify: all of them with a fixed k; with k =
         auto and a free draft, the bet the cost model and the ledger allow, on the
         source's ``estimate`` (first token's acceptance, each later one's, and how many
-        proposals of this kind it has seen) or the run's acceptance."""
+        proposals of this kind it has seen) or the run's acceptance. A free source that paused
+        resumes here when a proposal is worth its risk."""
         if not (n and self.auto and self.free_draft):
             return n
-        if self.dropped:
-            return 0
         c = self._costs()
         if estimate is None:
-            first, later = None, self.acceptance
+            first, later, point = None, self.acceptance, None
         else:
-            first, later, seen = estimate
-            first = max(0.0, first - CAUTION * math.sqrt(first * (1 - first) / (seen + 3)))
-        return self._bet(c, later, n, first)
+            point, later, seen = estimate
+            first = max(0.0, point - CAUTION * math.sqrt(point * (1 - point) / (seen + 3)))
+        k = self._bet(c, later, n, first) or self._single(c, point)
+        if k:
+            self.dropped = ""
+        return k
+
+    def _single(self, c: Costs, first: float | None) -> int:
+        """One copied token, when its own estimate (not the cautious bound) says it pays and its miss
+        fits the allowance: the evidence a kind of match needs to be trusted again. Without it one early
+        miss of a kind kept its cautious bound below the bar for good, and nothing could lift it."""
+        if first is None or expected_speedup(c, first, 1) < BET_MIN_GAIN:
+            return 0
+        return 1 if self._affordable(c, 1) else 0
 
     def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0) -> None:
         """What a step did: tokens drafted and kept, seconds spent drafting (catch-up
@@ -275,12 +337,13 @@ class DraftControl:
         if not self.auto:
             return
         if verify_s > 0:
-            self.drift.observe_target(drafted + 1, verify_s, self.costs, first=not self._level_seen)
+            self.drift.observe_target(drafted + 1, verify_s, self.costs, first=not self._level_seen and not drafted)
             self._level_seen |= drafted == 0
         if drafted and draft_s > 0 and not self.free_draft and self.costs.draft_step > 0:
             self.drift.observe_draft(self.source, draft_s / self.costs.draft_cost(drafted))
         if drafted and self.ledger.allowance_s() <= 0:
-            self.dropped = "drafting lost more than the run allows"
+            self.dropped = "drafting lost more than the run allows" + (
+                " (paused: a copy with stronger evidence may still be tried)" if self.free_draft else "")
 
     def describe(self) -> dict:
         return {
@@ -290,5 +353,6 @@ class DraftControl:
             "acceptance_estimate": round(self.acceptance, 4),
             "ledger_s": round(self.ledger.balance_s, 6),
             "dropped": self.dropped,
+            "probes": self.probes,
             "costs": self.costs.to_dict() if self.costs else None,
         }
