@@ -175,7 +175,7 @@ class DraftControl:
 
     def __init__(self, k: int | str = "auto", *, k_max: int = 8, costs: Costs | None = None,
                  prior: float = 0.7, prior_weight: float = 4.0, free_draft: bool = False,
-                 drift: Drift | None = None, source: str = "draft"):
+                 drift: Drift | None = None, source: str = "draft", expected: int | None = None):
         if k != "auto":
             if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_DRAFT:
                 raise ValueError(f"draft length must be an integer from 1 to {MAX_DRAFT} or 'auto', got {k!r}")
@@ -189,11 +189,13 @@ class DraftControl:
         self.prior, self.prior_weight = prior, prior_weight
         self.drift = drift if drift is not None else Drift()
         self.source = source
+        self.expected = expected  # how long answers run here (the engine's recent ones), if known
         self.start()
 
     def start(self, prompt_len: int = 0, max_tokens: int = 0, expected: int | None = None) -> None:
         """A run begins: its prompt is ``prompt_len`` tokens, its answer at most ``max_tokens``
-        and expected to run to ``expected`` (default: ``max_tokens``)."""
+        and expected to run to ``expected`` (default: the length given when the controller was
+        made, else ``max_tokens``)."""
         self.attempts = 0  # draft positions examined by the target
         self.kept = 0
         self.history: list[int] = []
@@ -204,7 +206,7 @@ class DraftControl:
         self._last_probe = -PROBE_EVERY
         # earlier runs' passes count, this run's more
         self.drift.shape_n = {n: min(c, 3) for n, c in self.drift.shape_n.items()}
-        expected = min(expected or max_tokens, max_tokens) if max_tokens else 0
+        expected = min(expected or self.expected or max_tokens, max_tokens) if max_tokens else 0
         self.ledger = Ledger(self._costs().T(1) if self.auto else 0.0, expected)
         if self.auto and not self.free_draft and prompt_len and max_tokens:
             self._check_prefill(prompt_len, max_tokens)

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -55,6 +56,7 @@ PASS_NS = (2, 3, 5, 9, 17)  # the pass lengths shown beside the floor
 # quarter is well past the few per cent that steps of one machine vary by in a quiet minute, and
 # below what a busy calibration was seen to add (one-token steps of 17-22 ms where runs paid 9-10).
 STALE_MARGIN = 0.25
+ANSWERS_KEPT = 20
 FASTER_RUNS = 2
 # A calibration during which other programs used more than this share of the CPUs is used for the
 # models loaded now but not kept on disk (the next load measures again).
@@ -89,6 +91,7 @@ class Engine:
         self.drift = Drift()  # what runs observe of the target's costs, carried from run to run
         self._floor = None  # the machine's floor (specquant.floor), measured with the first pass_costs
         self._faster_runs = 0  # runs in a row whose steps beat the calibration (_check_calibration)
+        self._answers: list[int] = []  # the lengths of recent answers, in tokens (expected_answer)
         self.stale = ""  # why the calibration was last taken again, if it was
         self.calibration_note = ""  # why the last calibration was not kept on disk, if it was not
         self.label = label or self.target.path.name
@@ -349,7 +352,14 @@ class Engine:
         # copy by its own record of that kind of match instead.)
         belief = {"prior": prior, "prior_weight": 2.0} if prior is not None else {}
         return DraftControl("auto", costs=self.costs(spec), free_draft=src.free, drift=self.drift.copy(),
-                            source=self.key(spec), **belief)
+                            source=self.key(spec), expected=self.expected_answer(), **belief)
+
+    def expected_answer(self) -> int | None:
+        """How long answers run here: the median length of the last ANSWERS_KEPT answers (three at
+        least), which the controller's loss allowance is a share of (capped by a run's max_tokens)."""
+        if len(self._answers) < 3:
+            return None
+        return int(statistics.median(self._answers))
 
     # --- runs -------------------------------------------------------------------------------
     def prompt_tokens(self, prompt: str, *, chat: bool = True, system: str | None = None,
@@ -402,8 +412,13 @@ class Engine:
             if control is not None and control.auto:
                 self.drift = control.drift
             self._check_calibration(done)
+            self._note_answer(done)
 
         return _on_done(events, carry)
+
+    def _note_answer(self, done) -> None:
+        if done.stats.finish_reason in ("stop", "length"):
+            self._answers = (self._answers + [done.stats.tokens])[-ANSWERS_KEPT:]
 
     def _check_calibration(self, done) -> None:
         """A calibration that priced one-token steps higher than runs pay for them (taken while the

@@ -1,7 +1,7 @@
 """Calibration: timing passes as decoding meets them, with a stand-in target on a real clock."""
 import pytest
 
-from specquant.costs import measure_costs, plausible
+from specquant.costs import Costs, measure_costs, plausible
 
 
 class _Timed:
@@ -95,3 +95,52 @@ def test_a_second_draft_reuses_the_target_curve_and_keeps_its_proportion():
     assert 2 in draft.lengths  # its catch-up pass is timed as 2 tokens: 3 ms + the next step's 2, vs 2 x 2 ms
     assert c.draft_round / c.T(1) == pytest.approx(0.25, rel=0.35)
     assert c.draft_prefill == 0.0 or c.draft_prefill < c.T(1)
+
+
+def test_a_calibration_taken_while_the_machine_is_busy_is_used_but_not_kept(tiny_paths, tmp_path, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    from specquant.engine import Engine
+
+    monkeypatch.setenv("SPECQUANT_HOME", str(tmp_path))
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 60: pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(3)]  # every core of a 2-core VM, and more
+    try:
+        eng = Engine(tiny_paths["F16"], n_ctx=512)
+        c = eng.costs("none")
+    finally:
+        for h in hogs:
+            h.kill()
+    assert c.T(1) > 0 and "not kept" in eng.calibration_note
+    assert not (tmp_path / "calibration.json").exists()
+    import specquant.engine
+
+    monkeypatch.setattr(specquant.engine, "busy_meter", lambda: lambda: 0.02)  # a quiet machine, whatever this one is doing
+    quiet = Engine(tiny_paths["F16"], n_ctx=512)  # the next load measures again: kept
+    quiet.costs("none")
+    data = json.loads((tmp_path / "calibration.json").read_text())
+    (entry,) = data.values()
+    assert entry["conditions"]["others_cpu_share"] == 0.02 and not quiet.calibration_note
+
+
+def test_runs_that_keep_beating_the_calibration_have_it_measured_again(tiny_paths, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from specquant.engine import FASTER_RUNS, Engine
+
+    monkeypatch.setenv("SPECQUANT_HOME", str(tmp_path))
+    eng = Engine(tiny_paths["F16"], n_ctx=512)
+    real = eng.costs("none")
+    eng._costs["_target"] = eng._costs["none"] = Costs({n: 2.0 * t for n, t in real.verify.items()})  # a busy one
+    fast = SimpleNamespace(stats=SimpleNamespace(plain_step_s=real.T(1), finish_reason="stop", tokens=9))
+    slow = SimpleNamespace(stats=SimpleNamespace(plain_step_s=3.0 * real.T(1), finish_reason="stop", tokens=9))
+    eng._check_calibration(fast)
+    eng._check_calibration(slow)  # a slower run (a long context, a busy spell) is the level's business
+    assert "_target" in eng._costs and not eng.stale
+    for _ in range(FASTER_RUNS):
+        eng._check_calibration(fast)
+    assert "_target" not in eng._costs and "measured again" in eng.stale
+    again = eng.costs("none")  # before the next run starts
+    assert again.T(1) < 1.5 * real.T(1)
