@@ -10,15 +10,16 @@ order for every batch size, chosen by the CPU:
   of 2+ tokens (one vector accumulator per output element, then a horizontal sum). That order
   depends on neither tinyBLAS's tiles nor the batch size; only the single token differed (stock
   gives it ``ggml_vec_dot_f16``: four interleaved chains, reduced in double). Here one token and
-  small batches take ``specquant_f16_gemm``, written with tinyBLAS's own helpers, and longer
-  batches keep tinyBLAS itself. It is faster than both where a verify pass lives: the batch's
-  columns are widened to float once per call, a tile of 4-8 weight rows is read once and meets
-  every column in registers, and the next tile is prefetched into L2, so a pass of 2-3 tokens
-  costs about what a one-token step costs until the cores run out of arithmetic (the floor:
-  ``specquant hardware``). Measured beside stock in one process (docs/measurements.md, patch
-  level 8). BF16/F32 weights take ggml's dot products at every batch size there. (Levels 6-7 kept
-  stock's one-token dot product and matched its order in batches: exact, but a pass of 3 / 5
-  tokens cost 2.8 / 4.3 steps at the 1.7B shape on a 2-core Zen 4, stock 1.7 / 1.9.)
+  every verify pass (up to 33 tokens) take ``specquant_f16_gemm``, written with tinyBLAS's own
+  helpers; prompts keep tinyBLAS itself. It is faster than both where decoding lives: the batch's
+  columns are widened to float once per call, a tile of 4-8 weight rows is read from memory once
+  and meets every column, three at a time, while it stays in cache, and the next tile is
+  prefetched into L2 in address order. Measured beside stock in one process on a 2-core Zen 4
+  (docs/measurements.md, patch level 8): the one-token step 1.02-1.07x stock's speed, passes of
+  2-33 tokens 1.1-1.8x, AVX-512 and AVX2-only builds, the demo size and the 1.7B shape. BF16/F32
+  weights take ggml's dot products at every batch size there. (Levels 6-7 kept stock's one-token
+  dot product and matched its order in batches: exact, but a pass of 3 / 5 tokens cost 2.8 / 4.3
+  steps at the 1.7B shape on that Zen 4, stock 1.7 / 1.9.)
 - other CPUs (ARM, ...): float weights take ggml's dot products for every pass of up to 48 tokens,
   one token included. Stock ARM builds switch to tinyBLAS at 8 tokens for float16 (4 for float32),
   so a verify pass of 8+ tokens summed in another order; checked under emulation by
@@ -67,50 +68,44 @@ AMX_MMQ = "vendor/llama.cpp/ggml/src/ggml-cpu/amx/mmq.cpp"
 EXACT_F16 = r"""
 #if defined(__AVX512F__) || ((defined(__AVX__) || defined(__AVX2__)) && defined(__F16C__))
 #define SPECQUANT_EXACT_F16 1  // x86 with AVX2 or AVX-512: where tinyBLAS has the float16 kernel this matches
-#include <unistd.h>
 #include <vector>
-// specquant: float16 weights times a batch of 1 to SPECQUANT_MAX_N tokens, each output element summed
-// exactly as tinyBLAS sums it for every batch of 2+ tokens: one vector accumulator per element, madd over
-// k in steps of KN from zero, then hsum, through tinyBLAS's own helpers (load, madd, hsum), so with the
-// same instructions. tinyBLAS's order depends on neither its tiles nor the batch size, so with single
-// tokens taking this kernel too (stock gives them ggml_vec_dot_f16, which sums four interleaved chains in
-// double) every batch size computes the same bits, and longer batches keep stock's tinyBLAS.
-// Why it is cheaper than both for a few tokens: the batch's columns are widened to float once per call
-// (tinyBLAS widens them at every use; widening float16 is exact, so the FMAs see the same values); each
-// weight row is read once and widened once for all the columns; a tile of 4-8 rows goes at once, so as
-// many independent accumulator chains hide the FMA latency; and the next tile is prefetched into L2 while this
+// specquant: float16 weights times a batch of 1 to SPECQUANT_MAX_N tokens (one token, every verify pass),
+// each output element summed exactly as tinyBLAS sums it for every batch of 2+ tokens: one vector
+// accumulator per element, madd over k in steps of KN from zero, then hsum, through tinyBLAS's own helpers
+// (load, madd, hsum), so with the same instructions. tinyBLAS's order depends on neither its tiles nor the
+// batch size, so with single tokens taking this kernel too (stock gives them ggml_vec_dot_f16, which sums
+// four interleaved chains in double) every batch size computes the same bits; prompts keep tinyBLAS.
+// Why it is cheaper than both where decoding lives: the batch's columns are widened to float once per
+// call (tinyBLAS widens them at every use; widening float16 is exact, so the FMAs see the same values); a
+// tile of rows is read from memory once, and its columns go by in groups of three while the tile stays in
+// cache, so each weight meets every column for one read; the tile's rows are independent accumulator
+// chains that hide the FMA latency; and the next tile is prefetched into L2, in address order, while this
 // one is summed (without it, four row streams at once ran 10-25% below stock's one-row dot product on a
-// 2-core Zen 4 at the 1.7B shape; with it, at stock's speed or faster).
+// 2-core Zen 4 at the 1.7B shape; prefetching each of the next rows at the current column, 3-10%).
 #if defined(__AVX512F__)
 typedef __m512 specquant_v;
 #define SPECQUANT_KN 16
-#define SPECQUANT_MAX_N 6  // 4 x 6 accumulators + 6 columns + a row: 31 of 32 registers
+#define SPECQUANT_RM 8  // rows a tile for 2+ columns: 8 x 3 accumulators + 3 columns + a row, of 32 registers
 static inline void specquant_store(float * p, __m512 x) { _mm512_storeu_ps(p, x); }
-// weight rows per tile: 8 for 2-3 columns (8 x 3 + 3 + 1 registers; each column load serves 8 rows: a pass
-// of 3 tokens at the 1.7B shape cost 1.04 one-token steps on a 2-core Zen 4, 1.36 with 4 rows); 4 for one
-// column (8 row streams at once ran 3-4% slower there) and for 4-6 columns (registers)
-template <int RN> constexpr int specquant_rm() { return RN == 2 || RN == 3 ? 8 : 4; }
 #else
 typedef __m256 specquant_v;
 #define SPECQUANT_KN 8
-#define SPECQUANT_MAX_N 3  // 4 x 3 accumulators + 3 columns + a row: 16 of 16 registers
+#define SPECQUANT_RM 4  // 4 x 3 accumulators + 3 columns + a row: 16 registers
 static inline void specquant_store(float * p, __m256 x) { _mm256_storeu_ps(p, x); }
-template <int RN> constexpr int specquant_rm() { return 4; }
 #endif
+#define SPECQUANT_MAX_N 33  // the longest verify pass (32 drafted tokens); prompts keep tinyBLAS
 
 // C[ldc*j + i] = sum over l of A[lda*i + l] * B[ldb*j + l], for RM rows i and RN columns j
 template <int RM, int RN>
 static inline void specquant_tile(int64_t k, const ggml_fp16_t * A, int64_t lda, const float * B, int64_t ldb,
-                                  float * C, int64_t ldc) {
+                                  float * C, int64_t ldc, const char * next) {
     specquant_v Cv[RN][RM] = {};
     for (int64_t l = 0; l < k; l += SPECQUANT_KN) {
-        // the next tile into L2 in address order, a tile's share a step: one stream for the memory to
-        // serve (prefetching each of its rows at this column made RM streams: 3-10% slower steps at the
-        // 1.7B shape, AVX2 build, 2-core Zen 4)
-        constexpr int lines = (RM * SPECQUANT_KN * 2 + 63) / 64;
-        const char * next = (const char *)(A + lda * RM) + (l / SPECQUANT_KN) * lines * 64;
-        for (int p = 0; p < lines; ++p)
-            _mm_prefetch(next + 64 * p, _MM_HINT_T1);
+        if (next) {  // the next tile into L2, in address order, a tile's share a step: one stream for the memory
+            constexpr int lines = (RM * SPECQUANT_KN * 2 + 63) / 64;
+            for (int p = 0; p < lines; ++p)
+                _mm_prefetch(next + ((l / SPECQUANT_KN) * lines + p) * 64, _MM_HINT_T1);
+        }
         specquant_v Bv[RN];
         for (int j = 0; j < RN; ++j)
             Bv[j] = load<specquant_v>(B + ldb * j + l);
@@ -125,33 +120,27 @@ static inline void specquant_tile(int64_t k, const ggml_fp16_t * A, int64_t lda,
             C[ldc * j + i] = hsum(Cv[j][i]);
 }
 
-template <int RN>
-static void specquant_rows(int64_t r0, int64_t r1, int64_t k, const ggml_fp16_t * A, int64_t lda, const float * B,
-                           float * C, int64_t ldc) {
-    constexpr int RM = specquant_rm<RN>();
-    int64_t i = r0;
-    for (; i + RM <= r1; i += RM)
-        specquant_tile<RM, RN>(k, A + lda * i, lda, B, k, C + i, ldc);
-    for (; i < r1; i += 4)  // the rest, in fours
-        specquant_tile<4, RN>(k, A + lda * i, lda, B, k, C + i, ldc);
+// RM rows times n columns, three at a time: the first group reads the rows from memory (and prefetches the
+// next tile), the others find them in cache
+template <int RM>
+static void specquant_rows(int64_t n, int64_t k, const ggml_fp16_t * A, int64_t lda, const float * B, float * C,
+                           int64_t ldc) {
+    const char * next = (const char *)(A + lda * RM);
+    int64_t j = 0;
+    for (; j + 3 <= n; j += 3, next = nullptr)
+        specquant_tile<RM, 3>(k, A, lda, B + k * j, k, C + ldc * j, ldc, next);
+    if (n - j == 2)
+        specquant_tile<RM, 2>(k, A, lda, B + k * j, k, C + ldc * j, ldc, next);
+    else if (n - j == 1)
+        specquant_tile<RM, 1>(k, A, lda, B + k * j, k, C + ldc * j, ldc, next);
 }
 
-// Up to 3 tokens always; up to SPECQUANT_MAX_N while the columns as floats fit the L1 data cache (they are
-// read again for every four rows: from L2, more columns lost to tinyBLAS on a Zen 4 at k = 8192).
-static bool specquant_takes(int64_t n, int64_t k) {
-    static const int64_t l1 = [] {
-        long s = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-        return (int64_t)(s > 0 ? s : 32768);
-    }();
-    return n <= 3 || (n <= SPECQUANT_MAX_N && n * k * (int64_t)sizeof(float) <= l1);
-}
-
-// false where this kernel does not take the batch (stock's path then), and where tinyBLAS refuses the shape
-// (k not a multiple of KN, rows not a multiple of 4): there every batch size takes ggml_vec_dot_f16
+// false where tinyBLAS refuses the shape too (k not a multiple of KN, rows not a multiple of 4): there every
+// batch size takes ggml_vec_dot_f16; and for batches past SPECQUANT_MAX_N (prompts), which keep tinyBLAS
 static bool specquant_f16_gemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
                                const ggml_fp16_t * A, int64_t lda, const ggml_fp16_t * B, int64_t ldb,
                                float * C, int64_t ldc) {
-    if (n < 1 || k % SPECQUANT_KN != 0 || m % 4 != 0 || !specquant_takes(n, k))
+    if (n < 1 || n > SPECQUANT_MAX_N || k % SPECQUANT_KN != 0 || m % 4 != 0)
         return false;
     static thread_local std::vector<float> wide;  // the columns as floats: each thread its own, no barrier
     wide.resize((size_t)(n * k));
@@ -161,18 +150,15 @@ static bool specquant_f16_gemm(const struct ggml_compute_params * params, int64_
     const int64_t fours = m / 4;  // each thread its share of the rows, in fours
     const int64_t r0 = 4 * (fours * params->ith / params->nth);
     const int64_t r1 = 4 * (fours * (params->ith + 1) / params->nth);
-    const float * W = wide.data();
-    switch (n) {
-        case 1: specquant_rows<1>(r0, r1, k, A, lda, W, C, ldc); break;
-        case 2: specquant_rows<2>(r0, r1, k, A, lda, W, C, ldc); break;
-        case 3: specquant_rows<3>(r0, r1, k, A, lda, W, C, ldc); break;
-#if SPECQUANT_MAX_N > 3
-        case 4: specquant_rows<4>(r0, r1, k, A, lda, W, C, ldc); break;
-        case 5: specquant_rows<5>(r0, r1, k, A, lda, W, C, ldc); break;
-        case 6: specquant_rows<6>(r0, r1, k, A, lda, W, C, ldc); break;
-#endif
-        default: GGML_ABORT("specquant_f16_gemm: batch of %d", (int) n);
-    }
+    // one column: tiles of 4 rows (8 row streams made the one-token step 2-4% slower on the Zen 4)
+    constexpr int RM = SPECQUANT_RM;
+    const int64_t rm = n == 1 ? 4 : RM;
+    int64_t i = r0;
+    for (; i + rm <= r1; i += rm)
+        rm == RM ? specquant_rows<RM>(n, k, A + lda * i, lda, wide.data(), C + i, ldc)
+                 : specquant_rows<4>(n, k, A + lda * i, lda, wide.data(), C + i, ldc);
+    for (; i < r1; i += 4)  // the rest, in fours
+        specquant_rows<4>(n, k, A + lda * i, lda, wide.data(), C + i, ldc);
     return true;
 }
 #endif
@@ -188,7 +174,7 @@ EDITS = [
         return false;
 #endif
 """,
-     """    // only enable sgemm for prompt processing -- specquant: float16 weights with a few tokens, one token
+     """    // only enable sgemm for prompt processing -- specquant: float16 weights with up to 33 tokens, one token
     // included, take specquant_f16_gemm, which sums every element as tinyBLAS does for longer batches
 #if defined(SPECQUANT_EXACT_F16)
     if (Atype == GGML_TYPE_F16 && Btype == GGML_TYPE_F16 && Ctype == GGML_TYPE_F32 &&

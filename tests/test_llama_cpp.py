@@ -42,11 +42,11 @@ def test_batches_equal_single_tokens_deep_in_the_context(smol, start):
 
 @pytest.mark.parametrize("n_embd,n_ff", [(72, 200), (64, 176)])
 def test_every_verify_size_equals_single_tokens_with_odd_dimensions(tmp_path, smol_paths, n_embd, n_ff):
-    # On x86 (AVX2 or AVX-512) one token and batches of up to 3-6 take the build's own kernel, longer
-    # batches tinyBLAS; both sum in tinyBLAS's order, where the inner dimension is a multiple of the
-    # vector width (8 floats with AVX2, 16 with AVX-512) and the rows come in fours. Elsewhere every
-    # size takes ggml's dot product. 72 and 200 leave a remainder past 16; 64 and 176 do not, and 64
-    # lets the build's kernel take 6 columns (its floats fit the L1 cache).
+    # On x86 (AVX2 or AVX-512) one token and batches of up to 33 take the build's own kernel (tiles of
+    # 4-8 rows, columns three at a time: remainders of 1 and 2), longer ones tinyBLAS; both sum in
+    # tinyBLAS's order where the inner dimension is a multiple of the vector width (8 floats with AVX2,
+    # 16 with AVX-512) and the rows come in fours. Elsewhere every size takes ggml's dot product. 72
+    # and 200 leave a remainder past 16; 64 and 176 do not. Up to 40 tokens: past the kernel's limit.
     from specquant.models import _vocab_fields, write_tiny_gguf
 
     path = write_tiny_gguf(tmp_path / "odd.F16.gguf", _vocab_fields(smol_paths["F16"]), n_embd=n_embd, n_ff=n_ff,
@@ -55,7 +55,7 @@ def test_every_verify_size_equals_single_tokens_with_odd_dimensions(tmp_path, sm
     rng = np.random.default_rng(0)
     toks = [int(t) for t in rng.integers(0, m.n_vocab, 80)]
     m.prefill(toks[:40])
-    for b in range(2, 34):
+    for b in range(2, 41):
         batched = m.eval(toks[40 : 40 + b])
         m.rollback(40)
         single = np.concatenate([m.eval([t]) for t in toks[40 : 40 + b]])
