@@ -138,6 +138,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     def conversation(once):
         """A runner: ``once(text, tokens, history) -> (Done, decision)`` over every turn."""
         def go(p, toks):
+            engine.forget_answers()  # no run drafts from an earlier run's answer (its turns may: one conversation)
             done, decision = once(p["prompt"], toks, [])
             dones, history = [done], []
             for prev, turn in zip(p.get("turns", [])[:-1], p.get("turns", [])[1:]):
@@ -192,7 +193,8 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             plains += seq
         ref = plains[0]
         entry = {
-            "id": p["id"], "category": p.get("category"), "grounded": bool(p.get("grounded")),
+            "id": p["id"], "category": p.get("category"), "column": p.get("column") or p.get("category"),
+            "grounded": bool(p.get("grounded")),
             "plain": _row(ref) | {"correct": correct(ref.text, p.get("reference")), "text": ref.text},
             "plain_runs_s": [x.stats.wall_s for x in plains],
             "rounds": rounds,
@@ -341,10 +343,14 @@ def seed_table(res: dict) -> list[str]:
 
 
 def category_table(res: dict) -> list[str]:
-    """Speed-up per category in Spec-Bench's shape (its six categories first when present),
-    with the mean tokens per target pass (accepted draft tokens + 1) and the overall speed-up."""
-    cats = sorted({e["category"] for e in res["prompts"]}, key=lambda c: (c not in SPEC_BENCH, list(SPEC_BENCH).index(c)
-                                                                         if c in SPEC_BENCH else 0, c))
+    """Speed-up per category in Spec-Bench's shape (its six columns first when present; a Spec-Bench
+    file's MT-bench categories make one Multi-turn column), with the mean tokens per target pass
+    (accepted draft tokens + 1) and the overall speed-up."""
+    def column(e):
+        return e.get("column") or e["category"]
+
+    cats = sorted({column(e) for e in res["prompts"]}, key=lambda c: (c not in SPEC_BENCH, list(SPEC_BENCH).index(c)
+                                                                      if c in SPEC_BENCH else 0, c))
     names = [n for n in res["summary"] if not n.startswith("oracle")]
     out = ["## Speed-up per category (Spec-Bench's shape)", "",
            "| configuration | " + " | ".join(SPEC_BENCH.get(c, c) for c in cats) + " | tokens per target pass | overall |",
@@ -352,7 +358,7 @@ def category_table(res: dict) -> list[str]:
     for name in names:
         cells = []
         for c in cats:
-            entries = [e for e in res["prompts"] if e["category"] == c]
+            entries = [e for e in res["prompts"] if column(e) == c]
             speedup = _summarise(name, [e["runs"][name] for e in entries], entries)["speedup"]
             cells.append(f"{_f(speedup)}x" if speedup else "-")
         s = res["summary"][name]

@@ -25,7 +25,8 @@ from backends.base import VERIFY_CHECKED
 from . import routing, sources
 from .control import MAX_DRAFT, DraftControl, Drift
 from .costs import Costs, busy_meter, measure_costs, plausible
-from .drafts import DraftSource, ModelDraft, PromptLookup
+from .drafts import DraftSource, ModelDraft
+from .suffix import AnswerCache, SuffixDraft
 from .paths import cache_dir
 from .quantize import normalize_qtype, quantize, source_id
 from .sampling import Sampler
@@ -68,7 +69,7 @@ CALIBRATION_VERSION = 2  # what a cached calibration must hold (2: the draft's p
 class Engine:
     def __init__(self, target: str | os.PathLike, *, backend: str = "llama.cpp", n_ctx: int = 4096,
                  n_threads: int | None = None, draft_files: dict | None = None, sibling=None,
-                 label: str | None = None, model_set=None):
+                 label: str | None = None, model_set=None, answer_cache: bool = True):
         self.backend = backend
         self.draft_files = {k: Path(v) for k, v in (draft_files or {}).items()}
         self.sibling = Path(sibling) if sibling else None
@@ -92,6 +93,8 @@ class Engine:
         self._floor = None  # the machine's floor (specquant.floor), measured with the first pass_costs
         self._faster_runs = 0  # runs in a row whose steps beat the calibration (_check_calibration)
         self._answers: list[int] = []  # the lengths of recent answers, in tokens (expected_answer)
+        # earlier answers, for suffix drafting (None: kept by nobody; see suffix.AnswerCache)
+        self.answers = AnswerCache() if answer_cache else None
         self.stale = ""  # why the calibration was last taken again, if it was
         self.calibration_note = ""  # why the last calibration was not kept on disk, if it was not
         self.label = label or self.target.path.name
@@ -159,8 +162,8 @@ class Engine:
         kind = sources.find(key)
         if kind is not None and kind.name == "none":
             src = None
-        elif kind is not None and kind.free:
-            src = PromptLookup()
+        elif kind is not None and kind.free:  # copies from the conversation, and from earlier answers
+            src = SuffixDraft(self.answers)
         elif kind is not None and kind.name == "sibling":
             if not self.sibling:
                 raise InputError("this model family has no sibling draft model")
@@ -385,9 +388,11 @@ class Engine:
     def stream(self, prompt: str | list[int], *, draft: str = "none", k=4, max_tokens: int = 128,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = 0,
                chat: bool = True, p_min: float | None = None, prior: float | None = None,
-               stop_at_eos: bool = True, stop=None, alone: str | None = None) -> Iterator[Step | Done]:
+               stop_at_eos: bool = True, stop=None, alone: str | None = None,
+               private: bool = False) -> Iterator[Step | Done]:
         """A run's events. ``alone``: a quantized copy (q8, q4, q4_0, ...) decodes plainly as the
-        only model, instead of the target: faster where it is, and its answer may differ."""
+        only model, instead of the target: faster where it is, and its answer may differ.
+        ``private``: the run neither drafts from earlier answers nor leaves its own for later ones."""
         tokens = prompt if isinstance(prompt, list) else self.prompt_tokens(prompt, chat=chat)
         try:
             sampler = Sampler(temperature, top_k, top_p, seed)
@@ -405,6 +410,9 @@ class Engine:
         if isinstance(src, ModelDraft):  # this run's settings on its own copy (the model is shared)
             src = copy.copy(src)
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
+        if isinstance(src, SuffixDraft) and (private or src.cache is not self.answers):
+            src = copy.copy(src)
+            src.cache = None if private else self.answers
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
 
@@ -413,8 +421,15 @@ class Engine:
                 self.drift = control.drift
             self._check_calibration(done)
             self._note_answer(done)
+            if not private and self.answers is not None and done.stats.finish_reason in ("stop", "length"):
+                self.answers.add(tokens, done.tokens)
 
         return _on_done(events, carry)
+
+    def forget_answers(self) -> None:
+        """Empty the answer cache (a benchmark's runs must not draft from each other's answers)."""
+        if self.answers is not None:
+            self.answers.clear()
 
     def _note_answer(self, done) -> None:
         if done.stats.finish_reason in ("stop", "length"):

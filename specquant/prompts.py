@@ -11,6 +11,10 @@ SPEC_BENCH = {  # Spec-Bench's categories -> the column names of its tables
     "mt_bench": "Multi-turn", "translation": "Translation", "summarization": "Summarization", "qa": "QA",
     "math_reasoning": "Math", "rag": "RAG",
 }
+# Spec-Bench's question.jsonl files its MT-bench questions under MT-bench's own eight categories; its
+# tables put them all in one "Multi-turn conversation" column (MT-bench's "math" included: Spec-Bench's
+# "Math" column is math_reasoning, GSM8K's questions)
+MT_BENCH = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 
 
 def load_prompts(path: str | Path | None = None) -> list[dict]:
@@ -60,7 +64,8 @@ def load_spec_bench(path: str | Path) -> list[dict]:
         if qid in seen:
             raise ValueError(f"{path}, line {i}: question_id {qid} appears twice")
         seen.add(qid)
-        out.append({"id": qid, "category": q["category"], "prompt": turns[0], "turns": turns})
+        column = "mt_bench" if q["category"] in MT_BENCH else q["category"]
+        out.append({"id": qid, "category": q["category"], "column": column, "prompt": turns[0], "turns": turns})
     if not out:
         raise ValueError(f"{path}: no questions")
     return out

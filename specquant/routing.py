@@ -51,7 +51,7 @@ def _copies(source: str) -> bool:
 
 def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
     if _copies(source):
-        return GROUNDED_LOOKUP if grounded else sources.prior("lookup")
+        return GROUNDED_LOOKUP if grounded else sources.prior(source)
     base = sources.prior(source)
     err = (1 - base) * TIER_ERROR_SCALE.get(tier, 1.0)
     return max(0.01, min(0.995, 1 - err))

@@ -4,6 +4,8 @@ the benchmark. The page renders these events; it never touches an engine.
 """
 from __future__ import annotations
 
+import os
+
 import threading
 import time
 import traceback
@@ -113,7 +115,9 @@ class Service:
                 phase("files")
                 st.done = st.total = 0
                 st.message = f"loading {ms.label}"
-                eng = Engine.from_model_set(ms, n_ctx=self.n_ctx, backend=backend)
+                # visitors of a served page never draft from each other's answers unless the owner says so
+                shared = os.environ.get("SPECQUANT_ANSWER_CACHE", "").strip().lower() == "shared"
+                eng = Engine.from_model_set(ms, n_ctx=self.n_ctx, backend=backend, answer_cache=shared)
                 eng.hardware = hw
                 phase("load")
                 todo = eng.auto_sources()

@@ -3,7 +3,8 @@ weighs a source reads it: the engine (which source a spec means, what to load), 
 (labels, priors, what policy auto weighs), the CLI and the page (choices).
 
 A source is a quantized copy of the target (``qtype``), prompt lookup (``free``: it proposes
-without a model pass), or the family's small sibling model. Its ``prior`` is the per-position
+without a model pass; suffix matching over the conversation and the engine's earlier answers,
+``specquant.suffix``), or the family's small sibling model. Its ``prior`` is the per-position
 acceptance believed for a tier-"medium" prompt before any is observed on this machine, with
 where that number comes from.
 """
@@ -42,7 +43,7 @@ SOURCES: tuple[Source, ...] = (
            auto_on=("mlx",)),  # on llama.cpp, Q4_0 is the 4-bit draft that decodes faster (README)
     Source("q4_0", "Q4_0", (), qtype="Q4_0", prior=0.80, prior_from=_AGREEMENT.format("82.6%"),
            auto_on=("llama.cpp",)),
-    Source("lookup", "prompt lookup", ("prompt lookup", "pld"), free=True, prior=0.15,
+    Source("lookup", "prompt lookup", ("prompt lookup", "pld", "suffix", "suffixdecoding"), free=True, prior=0.15,
            prior_from="prompt lookup kept 15% per position on the bundled ungrounded prompts; grounded "
                       "prompts: routing.GROUNDED_LOOKUP", auto_on=("llama.cpp", "mlx")),
     Source("sibling", "small sibling model", (), prior=0.75,

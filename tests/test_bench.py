@@ -217,3 +217,33 @@ def test_pinned_runs_take_pairs_of_whole_cores_of_one_socket(monkeypatch):
     assert core_pairs(info, {1, 9, 2, 3, 4}) == [[1, 2]]  # allowed CPUs only; 3 left over, unpaired
     with pytest.raises(SystemExit, match="name the CPU sets"):
         core_pairs("", {0, 1})
+
+
+def test_spec_bench_groups_mt_bench_categories_into_one_multi_turn_column(tmp_path):
+    # The real question.jsonl files MT-bench's questions under its eight categories; Spec-Bench's tables show
+    # them as one Multi-turn column, and MT-bench's "math" stays out of the Math column (math_reasoning).
+    lines = [{"question_id": 81, "category": "writing", "turns": ["a", "b"]},
+             {"question_id": 111, "category": "math", "turns": ["c", "d"]},
+             {"question_id": 121, "category": "coding", "turns": ["e", "f"]},
+             {"question_id": "g1", "category": "math_reasoning", "turns": ["g"]},
+             {"question_id": "t1", "category": "translation", "turns": ["h"]},
+             {"question_id": "s1", "category": "summarization", "turns": ["i"]},
+             {"question_id": "q1", "category": "qa", "turns": ["j"]},
+             {"question_id": "r1", "category": "rag", "turns": ["k"]}]
+    prompts = load_prompts(_write(tmp_path / "question.jsonl", lines))
+    assert [p["column"] for p in prompts[:4]] == ["mt_bench", "mt_bench", "mt_bench", "math_reasoning"]
+    assert prompts[1]["category"] == "math"  # --category still selects MT-bench's own categories
+
+    def entry(p, speedup):
+        run = {"speedup": speedup, "seconds": 1.0 / speedup, "plain_seconds": 1.0, "tokens": 10, "identical": True,
+               "acceptance": 0.5, "tokens_per_pass": 1.5, "drafted": 10, "accepted": 5, "target_passes": 7,
+               "correct": None, "agreement": {"identical": True, "first_diff": None, "equal_share": 1.0}}
+        return {"id": p["id"], "category": p["category"], "column": p["column"], "grounded": False,
+                "plain": {"tokens": 10, "correct": None}, "runs": {"lookup k=2": run}}
+
+    per_prompt = [entry(p, 2.0 if p["column"] == "mt_bench" else 1.0) for p in prompts]
+    res = {"prompts": per_prompt, "summary": {"lookup k=2": {"tokens_per_pass": 1.5, "speedup": 1.3}}}
+    table = category_table(res)
+    assert table[2] == "| configuration | Multi-turn | Translation | Summarization | QA | Math | RAG | tokens per target pass | overall |"
+    cells = table[4].split(" | ")
+    assert cells[1] == "2.00x" and cells[5] == "1.00x"  # the three MT-bench questions, and Math = math_reasoning alone

@@ -8,6 +8,7 @@ import pytest
 from backends import BackendError, load_model
 from specquant.control import DraftControl
 from specquant.drafts import Draft, DraftSource, ModelDraft, PromptLookup
+from specquant.suffix import AnswerCache, SuffixDraft
 from specquant.sampling import Sampler
 from specquant.speculative import Done, InputError, decode, run
 
@@ -40,9 +41,12 @@ class Models:
     def load(self, path, n_ctx=None):
         return load_model(path, self.backend, n_ctx=n_ctx or self.n_ctx)
 
+    def suffix(self):
+        return SuffixDraft(_remembered(self.target, _prompts(self.target)))
+
     def sources(self):
         out = {"self": lambda: ModelDraft(self.load(self.paths["target"]), self.target, name="self"),
-               "lookup": lambda: PromptLookup(ngram_min=1)}
+               "lookup": lambda: PromptLookup(ngram_min=1), "suffix": self.suffix}
         for name, m in self.drafts.items():
             out[name] = lambda m=m, name=name: ModelDraft(m, self.target, name=name)
         return out
@@ -65,6 +69,16 @@ def mlx_models(mlx_paths):
 @pytest.fixture(params=BACKENDS)
 def models(request):
     return request.getfixturevalue("llama_models" if request.param == "llama.cpp" else "mlx_models")
+
+
+def _remembered(m, prompts):
+    """An answer cache holding each prompt's plain answer with every fifth token changed: suffix drafting
+    copies long runs from it, and some of each copy is wrong."""
+    cache = AnswerCache()
+    for p in prompts:
+        answer = run(m, p, max_tokens=32).tokens
+        cache.add(p, [t if i % 5 != 4 else (t + 1) % m.n_vocab for i, t in enumerate(answer)])
+    return cache
 
 
 def _prompts(m, texts=PROMPTS):
@@ -200,6 +214,35 @@ def test_sampling_follows_target_distribution(models):
     a = [sample(s) for s in range(n)]
     b = [sample(10_000 + s, draft=src, control=DraftControl(2)) for s in range(n)]
     assert sample(9) == sample(9)  # seeded
+    keys = sorted(set(a) | set(b))
+    table = np.array([[a.count(x) for x in keys], [b.count(x) for x in keys]])
+    table = table[:, table.sum(0) >= 10]
+    _, pvalue, _, _ = chi2_contingency(table)
+    assert pvalue > 1e-3
+
+
+def test_sampling_with_suffix_drafts_follows_target_distribution(models):
+    """Suffix drafts are one fixed continuation (q one-hot), copied from earlier answers: the output
+    still follows the target's distribution."""
+    from scipy.stats import chi2_contingency
+
+    m = models.target
+    prompt = m.tokenize("Once upon a time there was")
+    cache = AnswerCache()
+    for s in range(8):  # earlier sampled answers to the same prompt: plausible, often not this run's
+        cache.add(prompt, run(m, prompt, sampler=Sampler(1.5, top_k=4, seed=50_000 + s), max_tokens=4,
+                              stop_at_eos=False).tokens)
+    n = 400
+
+    def sample(seed, **kw):
+        return tuple(run(m, prompt, sampler=Sampler(1.5, top_k=4, seed=seed), max_tokens=2, stop_at_eos=False,
+                         **kw).tokens)
+
+    a = [sample(s) for s in range(n)]
+    b = [sample(20_000 + s, draft=SuffixDraft(cache), control=DraftControl(2)) for s in range(n)]
+    copied = run(m, prompt, sampler=Sampler(1.5, top_k=4, seed=7), max_tokens=2, stop_at_eos=False,
+                 draft=SuffixDraft(cache), control=DraftControl(2))
+    assert copied.stats.drafted > 0  # the cache is drafted from (else this would test plain sampling)
     keys = sorted(set(a) | set(b))
     table = np.array([[a.count(x) for x in keys], [b.count(x) for x in keys]])
     table = table[:, table.sum(0) >= 10]

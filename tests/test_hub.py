@@ -274,7 +274,7 @@ def test_the_app_service_loads_the_family_with_its_sibling(server, tiny_paths, m
     eng = svc.engine(timeout=120)
     assert eng.sibling.name == "SmolLM2-135M-Instruct-Q8_0.gguf" and "sibling" in eng.auto_sources()
     info = svc.describe()
-    assert info["status"] == "ready" and set(info["phases"]) == {"files", "load", "calibration"}
+    assert info["status"] == "ready" and set(info["phases"]) == {"files", "load", "calibration", "floor"}
 
 
 def test_a_sharded_model_loads_and_quantizes_through_the_cache(server, smol_paths):

@@ -1,0 +1,148 @@
+"""How each free draft source would have done along the target's own answers, offline: acceptance by
+position and mean tokens per target pass at k = 1..8, from recorded greedy answers.
+
+For every prompt of a set, the target's greedy answer is decoded once (plain) and its logits recomputed in
+one exact pass (the patched build makes batched logits equal one-token ones). Then each source is replayed
+along that answer: at each point it proposes k tokens after the prompt and the answer so far, the longest
+prefix equal to the answer is "accepted", and the replay moves on by that plus one token, as a verify pass
+would. No timing is involved: this says what a source *could* keep, so choices rest on data, not single runs.
+
+Sources replayed:
+
+* ``lookup``: prompt lookup (``specquant.drafts.PromptLookup``);
+* ``suffix``: suffix drafting over the context (``specquant.suffix.SuffixDraft``, no answer cache);
+* ``recycling``: token recycling (arXiv 2408.08696) as a single chain: after each verified row the
+  target's top-8 candidates are remembered for the token that row followed; a draft follows the top
+  candidate of each token from the last one. Kept as a source only if its acceptance pays on the cost
+  curves measured (break-even for one token: about 10% at T(2) = 1.1 steps, 30% at T(2) = 1.4).
+
+    python benchmarks/draft_replay.py [--prompts FILE] [--max-tokens 96] [--out bench-results/replay.json]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from common import write_result  # noqa: E402 - also puts the project on sys.path
+
+from specquant.drafts import PromptLookup  # noqa: E402
+from specquant.engine import load_engine  # noqa: E402
+from specquant.prompts import load_prompts  # noqa: E402
+from specquant.sampling import Sampler  # noqa: E402
+from specquant.suffix import SuffixDraft  # noqa: E402
+
+KS = range(1, 9)
+TOP = 8  # candidates remembered per token (Token Recycling's table)
+
+
+class Recycling:
+    """Token recycling as one chain: ``adj[token]`` = the top candidates the target gave after it."""
+
+    def __init__(self):
+        self.adj: dict[int, list[int]] = {}
+
+    def learn(self, inputs: list[int], logits: np.ndarray) -> None:
+        for t, row in zip(inputs, logits):
+            self.adj[t] = list(np.argpartition(-row, TOP)[:TOP][np.argsort(-row[np.argpartition(-row, TOP)[:TOP]])])
+
+    def propose(self, last: int, k: int) -> list[int]:
+        out = []
+        for _ in range(k):
+            nxt = self.adj.get(last)
+            if not nxt:
+                break
+            last = nxt[0]
+            out.append(last)
+        return out
+
+
+def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None, rows=None) -> dict:
+    """Walk ``answer`` as verify passes with drafts of up to k tokens; ``learn(i)``: feedback after a pass
+    that settled the answer up to position i (recycling learns the rows it verified)."""
+    i, passes, drafted_by_pos, kept_by_pos = 0, 0, [0] * k, [0] * k
+    while i < len(answer):
+        d = propose(prompt + answer[:i], min(k, len(answer) - i - 1)) if i < len(answer) - 1 else []
+        acc = 0
+        while acc < len(d) and d[acc] == answer[i + acc]:
+            acc += 1
+        for j in range(len(d)):
+            drafted_by_pos[j] += 1
+            kept_by_pos[j] += j < acc
+        passes += 1
+        if learn is not None:
+            learn(i, i + acc + 1)
+        i += acc + 1
+    return {"passes": passes, "tokens": len(answer), "drafted_by_pos": drafted_by_pos, "kept_by_pos": kept_by_pos}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", help="a prompt set (default: the bundled one); Spec-Bench's .jsonl too")
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--out", default="bench-results/replay.json")
+    args = ap.parse_args()
+    eng = load_engine(args.model, n_ctx=4096)
+    m = eng.target
+    totals: dict[str, dict[int, dict]] = {}
+    per_prompt = []
+    for p in load_prompts(args.prompts):
+        prompt = eng.prompt_tokens(p["prompt"])
+        answer = eng.run(prompt, draft="none", max_tokens=args.max_tokens, private=True).tokens
+        if len(answer) < 2:
+            continue
+        m.reset()
+        m.prefill(prompt[:-1])
+        logits = m.eval([prompt[-1]] + answer[:-1])  # row j: the target's view before answer[j]
+        m.reset()
+        row = {"id": p["id"], "grounded": bool(p.get("grounded")), "tokens": len(answer), "sources": {}}
+        for name in ("lookup", "suffix", "recycling"):
+            for k in KS:
+                if name == "recycling":
+                    rec = Recycling()
+                    inputs = [prompt[-1]] + answer[:-1]
+
+                    def learn(i0, i1, rec=rec, inputs=inputs):
+                        rec.learn(inputs[i0:i1], logits[i0:i1])
+
+                    r = replay(lambda ctx, kk, rec=rec: rec.propose(ctx[-1], kk), prompt, answer, k, learn)
+                else:
+                    src = PromptLookup() if name == "lookup" else SuffixDraft()
+                    src.begin(prompt, Sampler())
+                    r = replay(lambda ctx, kk, src=src: src.propose(ctx, kk).tokens, prompt, answer, k)
+                row["sources"].setdefault(name, {})[k] = r
+                t = totals.setdefault(name, {}).setdefault(k, {"passes": 0, "tokens": 0, "drafted_by_pos": [0] * k,
+                                                               "kept_by_pos": [0] * k})
+                t["passes"] += r["passes"]
+                t["tokens"] += r["tokens"]
+                t["drafted_by_pos"] = [a + b for a, b in zip(t["drafted_by_pos"], r["drafted_by_pos"])]
+                t["kept_by_pos"] = [a + b for a, b in zip(t["kept_by_pos"], r["kept_by_pos"])]
+        per_prompt.append(row)
+        print(f"{p['id']}: {len(answer)} tokens; tokens per pass at k=4: " + ", ".join(
+            f"{n} {row['sources'][n][4]['tokens'] / row['sources'][n][4]['passes']:.2f}" for n in row["sources"]),
+            flush=True)
+    summary = {}
+    for name, by_k in totals.items():
+        summary[name] = {}
+        for k, t in by_k.items():
+            acc = [kept / dr if dr else None for kept, dr in zip(t["kept_by_pos"], t["drafted_by_pos"])]
+            # the chance a position is kept given every earlier one was: kept[j] / kept[j-1]
+            cond = [t["kept_by_pos"][0] / t["drafted_by_pos"][0] if t["drafted_by_pos"][0] else None] + [
+                t["kept_by_pos"][j] / t["kept_by_pos"][j - 1] if t["kept_by_pos"][j - 1] else None for j in range(1, k)]
+            summary[name][k] = {"tokens_per_pass": t["tokens"] / t["passes"], "acceptance_by_pos": acc,
+                                "kept_given_earlier": cond, "drafted_first": t["drafted_by_pos"][0]}
+    print("\nmean tokens per target pass (every pass drafting up to k), and the first position's acceptance:")
+    print(f"{'source':10} " + " ".join(f"k={k:<5d}" for k in KS) + "  first-token acceptance (k=1)")
+    for name, by_k in summary.items():
+        a1 = by_k[1]["acceptance_by_pos"][0]
+        print(f"{name:10} " + " ".join(f"{by_k[k]['tokens_per_pass']:<7.2f}" for k in KS)
+              + f"  {a1:.1%}" if a1 is not None else "  -")
+    write_result({"model": args.model, "max_tokens": args.max_tokens, "summary": summary, "prompts": per_prompt},
+                 args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

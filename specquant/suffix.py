@@ -1,0 +1,200 @@
+"""Suffix drafting: copy what followed the longest match of the text so far, in the conversation and in
+SpecQuant's own earlier answers (SuffixDecoding, arXiv 2411.04975).
+
+In the context (the prompt with the chat so far, and the answer so far) ``SuffixDraft`` copies as prompt
+lookup does, after the latest occurrence of the longest match (up to ``MAX_MATCH`` tokens): replayed along
+SmolLM2's greedy answers to the bundled prompts, walking the continuation that most occurrences agree on
+kept fewer tokens per pass than the latest occurrence's (1.24 against 1.29 at k = 4;
+benchmarks/draft_replay.py), so recency wins there. Where an ``AnswerCache`` of earlier answers holds a
+longer match (a question asked again, a conversation that repeats an earlier answer's passage), it walks
+the continuation those answers agree on: at each position the most frequent next token, while the running
+product of its share of the occurrences still in play stays at or above ``MIN_PROB``. So it proposes what
+prompt lookup would, and more where earlier answers repeat. Linear drafts (one chain), verified exactly
+like any other draft.
+
+The source keeps prompt lookup's record per kind of match (how long, and where: the prompt, the answer so
+far, or the cache), so the controller judges each proposal by how that kind fared in this run; a copy from
+the cache is trusted no more than its share of the occurrences.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from .drafts import MATCH_LONG, MATCH_PRIOR, MATCH_PRIOR_WEIGHT, Draft, PromptLookup
+from .sampling import Sampler
+
+MAX_MATCH = 8  # the longest match looked for; longer ones count as this long (SuffixDecoding's tree goes
+#                deeper, but past a few tokens a match's continuation is already settled)
+MIN_MATCH = 2  # a one-token match is a common word: its continuations are noise
+MIN_PROB = 0.1  # SuffixDecoding's default min_token_prob: stop where the walk's share falls below it
+RECENT = 64  # occurrences of one n-gram kept per index entry (the latest), bounding a step's work
+CACHE_TOKENS = 32768  # the answer cache's bound, in tokens (prompt tails included); oldest answers go first
+PROMPT_TAIL = 24  # tokens of the prompt kept before each cached answer: what a repeated question matches
+# A copy of an earlier answer behaves like a copy from the prompt (a passage written before); the run's
+# record corrects this prior after a few proposals.
+CACHE_PRIOR = {n: MATCH_PRIOR[(n, True)] for n in range(1, MATCH_LONG + 1)}
+
+
+class _Index:
+    """Where each n-gram (n = MIN_MATCH..MAX_MATCH) of some token sequences ends: ``ends[n][gram]`` is a
+    deque of (sequence, end) with the latest last."""
+
+    def __init__(self):
+        self.ends: list[dict[tuple, deque]] = [{} for _ in range(MAX_MATCH + 1)]
+
+    def add(self, seq: list[int], start: int, stop: int, ref) -> None:
+        """Index the n-grams of ``seq`` ending at positions start..stop-1 (each followed by a token)."""
+        for e in range(max(start, 1), stop):
+            for n in range(MIN_MATCH, min(MAX_MATCH, e) + 1):
+                q = self.ends[n].setdefault(tuple(seq[e - n:e]), deque(maxlen=RECENT))
+                q.append((ref, e))
+
+    def find(self, tail: list[int]) -> tuple[int, list]:
+        """The longest n-gram ending ``tail`` that was indexed, and its occurrences."""
+        for n in range(min(MAX_MATCH, len(tail)), MIN_MATCH - 1, -1):
+            occ = self.ends[n].get(tuple(tail[-n:]))
+            if occ:
+                return n, list(occ)
+        return 0, []
+
+
+class AnswerCache:
+    """SpecQuant's earlier answers in this process, for one model: each as the prompt's last PROMPT_TAIL
+    tokens and the answer, at most ``max_tokens`` tokens in all, the oldest dropped first (FIFO). Shared by
+    the runs that are given it; a run that asks for privacy gets none, and a served page shares one across
+    its visitors only when configured to (``SPECQUANT_ANSWER_CACHE=shared``)."""
+
+    def __init__(self, max_tokens: int = CACHE_TOKENS):
+        self.max_tokens = max_tokens
+        self._docs: deque[list[int]] = deque()
+        self._live: set[int] = set()  # ids of the documents kept; the index may still name dropped ones
+        self._tokens = 0
+        self._dropped = 0  # tokens of dropped documents the index still names
+        self._lock = threading.Lock()
+        self._index = _Index()
+
+    def add(self, prompt: list[int], answer: list[int]) -> None:
+        doc = list(prompt[-PROMPT_TAIL:]) + list(answer)
+        if not answer or len(doc) > self.max_tokens:
+            return
+        with self._lock:
+            self._docs.append(doc)
+            self._live.add(id(doc))
+            self._tokens += len(doc)
+            self._index.add(doc, 1, len(doc), doc)
+            while self._tokens > self.max_tokens:
+                old = self._docs.popleft()
+                self._live.discard(id(old))
+                self._tokens -= len(old)
+                self._dropped += len(old)
+            if self._dropped > self.max_tokens:  # amortized: the index forgets dropped answers now and then
+                self._index = _Index()
+                for d in self._docs:
+                    self._index.add(d, 1, len(d), d)
+                self._dropped = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._docs.clear()
+            self._live.clear()
+            self._tokens = self._dropped = 0
+            self._index = _Index()
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def find(self, tail: list[int]) -> tuple[int, list]:
+        with self._lock:
+            for n in range(min(MAX_MATCH, len(tail)), MIN_MATCH - 1, -1):
+                occ = [(d, e) for d, e in self._index.ends[n].get(tuple(tail[-n:]), ()) if id(d) in self._live]
+                if occ:
+                    return n, occ
+        return 0, []
+
+
+def walk(occurrences: list, k: int) -> tuple[list[int], list[float]]:
+    """The continuation the occurrences agree on: at each position the most frequent next token (ties:
+    the latest occurrence's), while the running product of its share stays >= MIN_PROB. Returns the
+    tokens and each one's share among the occurrences still in play."""
+    alive = list(occurrences)
+    tokens: list[int] = []
+    shares: list[float] = []
+    prob = 1.0
+    for d in range(k):
+        counts: dict[int, int] = {}
+        last: dict[int, int] = {}
+        nxt = [(seq, e) for seq, e in alive if e + d < len(seq)]
+        for i, (seq, e) in enumerate(nxt):
+            t = seq[e + d]
+            counts[t] = counts.get(t, 0) + 1
+            last[t] = i
+        if not counts:
+            break
+        t = max(counts, key=lambda x: (counts[x], last[x]))
+        share = counts[t] / len(nxt)
+        prob *= share
+        if prob < MIN_PROB:
+            break
+        tokens.append(t)
+        shares.append(share)
+        alive = [(seq, e) for seq, e in nxt if seq[e + d] == t]
+    return tokens, shares
+
+
+class SuffixDraft(PromptLookup):
+    """Drafts by suffix matching over the context and an ``AnswerCache`` (None: the context only): the
+    engine's prompt lookup ("lookup", alias "suffix"). When a run ends, the engine adds its answer to the
+    cache."""
+
+    name = "prompt lookup"
+    kind = "lookup"
+
+    def __init__(self, cache: AnswerCache | None = None):
+        self.cache = cache
+        super().__init__(ngram_max=MAX_MATCH, ngram_min=MIN_MATCH)
+
+    def begin(self, prompt: list[int], sampler: Sampler) -> None:
+        super().begin(prompt, sampler)
+        self._shares: list[float] = []
+
+    def propose(self, context: list[int], k: int) -> Draft:
+        n, e = self.match(context)  # in the context: prompt lookup's copy of the latest occurrence
+        m, cached = self.cache.find(context) if self.cache is not None else (0, [])
+        self._shares = []
+        if m > n:  # a longer match in earlier answers: the continuation they agree on
+            tokens, self._shares = walk(cached, k)
+            self._last = (min(m, MATCH_LONG), "cache") if tokens else None
+            return Draft(tokens)
+        self._last = (min(n, MATCH_LONG), e < self._prompt_len) if n else None
+        return Draft(context[e : e + k] if n else [])
+
+    def acceptance(self, kind) -> tuple[float, float, int]:
+        k1, n1, kc, nc = self._record.get(kind, (0, 0, 0, 0))
+        n, where = kind
+        p1, pc = CACHE_PRIOR[n] if where == "cache" else MATCH_PRIOR[(n, where)]
+        w = MATCH_PRIOR_WEIGHT
+        return (k1 + p1 * w) / (n1 + w), (kc + pc * w) / (nc + w), n1
+
+    def estimate(self, draft: Draft) -> tuple[float, float, int] | None:
+        """The kind of match's record, with the first token's acceptance no higher than its share of the
+        occurrences (two occurrences that went on two ways: at most one half)."""
+        if not (self._last and draft.tokens):
+            return None
+        first, later, seen = self.acceptance(self._last)
+        return min(first, self._shares[0]) if self._shares else first, later, seen
+
+    def remember(self, prompt: list[int], answer: list[int]) -> None:
+        if self.cache is not None:
+            self.cache.add(prompt, answer)
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(max_match=MAX_MATCH, min_prob=MIN_PROB,
+                 cache=None if self.cache is None else {"answers": len(self.cache), "tokens": self.cache.tokens,
+                                                         "max_tokens": self.cache.max_tokens})
+        return d
