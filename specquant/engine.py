@@ -482,7 +482,9 @@ class Engine:
                 "batch_invariant": self.exact, "on_gpu": self.target.on_gpu,
                 "model_set": self.model_set.describe() if self.model_set else None,
                 "pass_costs": self.pass_costs() if self._floor is not None or self.target.on_gpu else None,
-                "calibration_note": self.calibration_note, "recalibrated": self.stale}
+                "calibration_note": self.calibration_note, "recalibrated": self.stale,
+                "exactness": "yes (exact)" if self.exact else GPU_INEXACT_SHORT if self.target.on_gpu
+                else BUILD_INEXACT_SHORT}
 
 
 def _on_done(events: Iterator[Step | Done], then) -> Iterator[Step | Done]:
@@ -517,13 +519,17 @@ INEXACT_WARNING = (
 )
 # Measured on an NVIDIA H100 (benchmarks/gpu_check.sh; README "On a GPU"): llama.cpp's CUDA kernels
 # differ between one-token and batched passes at every batch size, the patch being for CPUs.
+GPU_MEASURED = "on an H100, 1 of 182 answers to the bundled prompts did"  # docs/measurements.md, November 28
 GPU_INEXACT_WARNING = (
     "warning: on the GPU, llama.cpp computes a batched verify pass slightly differently from one token "
     "at a time (logits differ by up to ~0.06 on SmolLM2-135M, ~0.3 on a 7B model, in passes of 2-9 tokens), "
-    "so in near-ties the speculative answer can differ from plain decoding: on an H100, 1 of 182 answers to the "
-    "bundled prompts did (from its 39th token on), 0 of 352 test runs. For answers identical to plain decoding, "
-    "keep the model on the CPU, where the patched build is exact: SPECQUANT_GPU_LAYERS=0"
+    f"so in near-ties the speculative answer can differ from plain decoding: {GPU_MEASURED} (from its 39th "
+    "token on), 0 of 352 test runs. For answers identical to plain decoding, keep the model on the CPU, where "
+    "the patched build is exact: SPECQUANT_GPU_LAYERS=0"
 )
+GPU_INEXACT_SHORT = (f"NO on the GPU — in near-ties an answer can differ from plain decoding ({GPU_MEASURED}); "
+                     "`SPECQUANT_GPU_LAYERS=0` keeps the model on the CPU, where the patched build is exact")
+BUILD_INEXACT_SHORT = "NO — build llama-cpp-python with scripts/build_llama_cpp.py"
 
 
 def inexact_warning(engine) -> str | None:

@@ -246,8 +246,20 @@ def test_browser_stop_ends_a_run(app):
 
 
 def test_exactness_line_says_what_holds_on_cpu_and_gpu():
-    """The page tells a GPU user what was measured there, and a CPU user how to get the exact build."""
-    assert render._exactness({"batch_invariant": True}) == "yes (exact)"
-    gpu = render._exactness({"batch_invariant": False, "on_gpu": True})
+    """The page tells a GPU user what was measured there, and a CPU user how to get the exact build: the
+    engine's words (one place), shown as they are."""
+    from types import SimpleNamespace
+
+    from specquant.engine import Engine
+
+    def said(exact, on_gpu):
+        eng = SimpleNamespace(exact=exact, target=SimpleNamespace(on_gpu=on_gpu, describe=lambda: {}),
+                              _drafts={}, load_s={}, _meta=__import__("threading").Lock(), backend="llama.cpp",
+                              label="m", model_set=None, _floor=None, calibration_note="", stale="")
+        eng.pass_costs = lambda: None
+        return render._exactness(Engine.describe(eng))
+
+    assert said(True, False) == "yes (exact)"
+    gpu = said(False, True)
     assert "NO on the GPU" in gpu and "1 of 182" in gpu and "SPECQUANT_GPU_LAYERS=0" in gpu
-    assert "scripts/build_llama_cpp.py" in render._exactness({"batch_invariant": False, "on_gpu": False})
+    assert "scripts/build_llama_cpp.py" in said(False, False)

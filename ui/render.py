@@ -166,13 +166,7 @@ def model_status_md(info: dict) -> str:
 
 
 def _exactness(info: dict) -> str:
-    if info.get("batch_invariant"):
-        return "yes (exact)"
-    if info.get("on_gpu"):  # measured on an H100: see GPU_INEXACT_WARNING
-        return ("NO on the GPU — in near-ties an answer can differ from plain decoding (on an H100, 1 of 182 "
-                "answers to the bundled prompts did); `SPECQUANT_GPU_LAYERS=0` keeps the model on the CPU, where "
-                "the patched build is exact")
-    return "NO — build llama-cpp-python with scripts/build_llama_cpp.py"
+    return info.get("exactness") or ("yes (exact)" if info.get("batch_invariant") else "NO")
 
 
 def hardware_md(info: dict) -> str:
