@@ -4,7 +4,8 @@ calibration.
 
 * stock: ``llama-bench`` built from the pinned llama.cpp without the patch (benchmarks/build_native.sh);
 * ours: the same ``llama-bench`` relinked against the installed llama-cpp-python (SpecQuant's build);
-* floor: from the memory bandwidth and float32 FMA rate measured here (``specquant.floor``);
+* floor: from the memory bandwidth and float32 FMA rate measured here (``specquant.floor``), the best
+  of a measurement before and one after the rounds (a VM's neighbours move them by a third);
 * engine: ``costs.measure_costs`` in this process, logits of every row as a verify pass needs them
   (llama-bench computes the last row's only).
 
@@ -35,7 +36,7 @@ from rehearsal_costs import target_f16  # noqa: E402
 
 from specquant.costs import measure_costs  # noqa: E402
 from specquant.engine import CALIBRATION_TEXT  # noqa: E402
-from specquant.floor import measure as measure_floor  # noqa: E402
+from specquant.floor import Floor, measure as measure_floor  # noqa: E402
 from specquant.models import prepare_smol  # noqa: E402
 
 NS = (2, 3, 5, 9, 17)
@@ -74,11 +75,18 @@ def engine_curve(model_path: Path, threads: int):
     return {n: c.T(n) / c.T(1) for n in NS}, c.T(1), facts
 
 
+def _floor_now(threads: int) -> Floor:
+    measure_floor.cache_clear()  # measured again, not the process's first measurement
+    return measure_floor(threads)
+
+
 def size_report(size: str, model: Path, tools: dict[str, Path], threads: int, rounds: int) -> dict:
     print(f"\n== {size}: {model.name}", flush=True)
     eng_steps, eng_step_s, facts = engine_curve(model, threads)
+    floors = [_floor_now(threads)]  # the rates move with the machine's neighbours: the best seen around the rounds
     runs = compare(tools, model, threads, rounds)
-    floor = measure_floor(threads)
+    floors.append(_floor_now(threads))
+    floor = Floor(max(f.bandwidth for f in floors), max(f.flops for f in floors), threads)
     keys = ["tg", *NS]
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
     res = {"model": str(model), **facts, "rounds": rounds, "runs": runs, "median_ms": med,
