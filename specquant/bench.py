@@ -102,7 +102,7 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
               max_tokens: int = 64, temperature: float = 0.0, seed: int = 0, repeats: int = 1,
               min_seconds: float = 0.0, max_repeats: int = 12, progress=None, alone: list[str] = ()) -> dict:
     """Run every prompt plain, with every fixed (draft, k) configuration, with every routing
-    policy ("auto", "seed") and with each quantized copy in ``alone`` as the only model (plain
+    policy ("auto", "tier-rule") and with each quantized copy in ``alone`` as the only model (plain
     decoding: faster, but not the FP16 answer). ``progress(done, total, msg)``. The oracle row
     is the best exact fixed choice per prompt (plain included), known only after the fact.
     A prompt with several ``turns`` (Spec-Bench's multi-turn questions) is a conversation: each
@@ -381,7 +381,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--drafts", help="comma-separated draft specs (default: what policy auto weighs, e.g. "
                                      "q8,q4_0,lookup on llama.cpp, q8,q4,lookup on MLX)")
     ap.add_argument("--k", default="2,4,auto", help="comma-separated draft lengths (default 2,4,auto)")
-    ap.add_argument("--policies", default="auto,seed", help="routing policies to run beside (default auto,seed; '' for none)")
+    ap.add_argument("--policies", default="auto,tier-rule",
+                    help="routing policies to run beside (default auto,tier-rule; seed is tier-rule's old name; '' "
+                         "for none)")
     ap.add_argument("--alone", default="auto",
                     help="quantized copies to run alone, plain, as the only model (their answers may differ from "
                          "FP16's): comma-separated, e.g. q8,q4,q4_0 (default auto: q8,q4,q4_0 on llama.cpp, q8,q4 on "
@@ -424,10 +426,9 @@ def main(argv: list[str]) -> int:
     def progress(i, total, msg):
         print(f"[{i}/{total}] {msg}", flush=True)
 
-    policies = [x.strip() for x in args.policies.split(",") if x.strip()]
-    for pol in policies:
-        if pol not in ("auto", "seed"):
-            raise ValueError(f"unknown policy {pol!r}: use auto or seed")
+    from .routing import policy_name
+
+    policies = [policy_name(x.strip()) for x in args.policies.split(",") if x.strip()]
     alone = [x.strip() for x in args.alone.split(",") if x.strip()]
     if alone == ["auto"]:
         alone = ["q8", "q4"] + (["q4_0"] if engine.backend == "llama.cpp" else [])

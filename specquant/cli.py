@@ -12,9 +12,9 @@ DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 
 
 def _route_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", default="auto", choices=["auto", "seed"],
-                   help="auto: the draft and k expected fastest on this machine (default); seed: tier low -> Q4, "
-                        "medium -> Q8, high -> none")
+    p.add_argument("--policy", default="auto", choices=["auto", "tier-rule", "seed"],
+                   help="auto: the draft and k expected fastest on this machine (default); tier-rule (formerly "
+                        "seed): tier low -> Q4, medium -> Q8, high -> none")
     p.add_argument("--tier", choices=["low", "medium", "high"], help="override the prompt's tier")
     p.add_argument("--draft", help="force a draft: q8 | q4 | q4_0 | lookup | sibling | none | PATH to a GGUF")
     p.add_argument("--draft-len", default="auto", help="tokens drafted per step: K or auto (default auto)")

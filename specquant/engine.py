@@ -289,16 +289,18 @@ class Engine:
             raise InputError(str(e)) from None
         if tier is not None and tier not in routing.TIERS:
             raise InputError(f"unknown tier {tier!r}: use low, medium or high")
-        if policy not in ("auto", "seed"):
-            raise InputError(f"unknown policy {policy!r}: use auto or seed")
+        try:
+            policy = routing.policy_name(policy)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         t = tier or analysis.tier
         k_over = None if k in (None, "auto") else parse_k(k)
         if draft:
             self.draft(draft)  # validate (and load) before deciding
             draft = self.key(draft)
             names = [draft] if draft != "none" else []
-        elif policy == "seed":
-            names = [routing.SEED_RULE[t]] if routing.SEED_RULE[t] != "none" else []
+        elif policy == "tier-rule":
+            names = [routing.TIER_RULE[t]] if routing.TIER_RULE[t] != "none" else []
         else:
             names = self.auto_sources()
         costs = {s: self.drift.apply(self.costs(s), s) for s in names}  # at the level runs see lately

@@ -1,10 +1,11 @@
 """Tier -> decision: which draft source and how many tokens to draft, and why.
 
-policy ``seed`` is the seed's rule: tier low -> Q4 draft, medium -> Q8 draft, high -> no
-draft (k = 4). policy ``auto`` (default) treats the tier as a prior on acceptance and picks
-the draft source and draft length with the highest expected throughput on this machine,
-from costs measured on the loaded models and the acceptance each source has achieved here;
-"no draft" when nothing is expected to beat plain decoding. Either way, a user override
+policy ``tier-rule`` (formerly ``seed``, still accepted) is the first project's rule: tier low
+-> Q4 draft, medium -> Q8 draft, high -> no draft (k = 4). policy ``auto`` (default) treats the
+tier as a prior on acceptance and picks the draft source and draft length with the highest
+expected throughput on this machine, from costs measured on the loaded models and the
+acceptance each source has achieved here; "no draft" when nothing is expected to beat plain
+decoding. Either way, a user override
 wins, and every decision carries its reason as data and as a sentence.
 """
 from __future__ import annotations
@@ -17,8 +18,20 @@ from . import sources
 from .control import BET_MIN_GAIN
 from .costs import Costs, expected_speedup
 
-SEED_RULE = {"low": "q4", "medium": "q8", "high": "none"}
-SEED_K = 4
+TIER_RULE = {"low": "q4", "medium": "q8", "high": "none"}
+TIER_RULE_K = 4
+POLICIES = ("auto", "tier-rule")
+POLICY_ALIASES = {"seed": "tier-rule"}  # the rule's first name (it clashed with the sampler's seed)
+
+
+def policy_name(policy: str) -> str:
+    """The policy a name means ("seed" is the tier rule's old name); ValueError for an unknown one."""
+    name = POLICY_ALIASES.get(policy, policy)
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}: use auto or tier-rule")
+    return name
+
+
 TIERS = ("low", "medium", "high")
 # Measured (specquant bench, SmolLM2-135M, 9 grounded prompts): prompt lookup kept 62% of the
 # tokens it drafted at k=2, i.e. about 0.75 per position.
@@ -61,7 +74,7 @@ def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
 class Decision:
     draft: str  # "q8", "q4", "q4_0", "lookup", "none", or a draft spec / path
     k: int | str  # draft length: an int, or "auto" for adaptive control
-    policy: str  # "auto", "seed" or "override"
+    policy: str  # "auto", "tier-rule" or "override"
     tier: str
     expected_speedup: float
     acceptance: float | None
@@ -154,8 +167,7 @@ def decide(
     which the expectation then includes."""
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}: use low, medium or high")
-    if policy not in ("auto", "seed"):
-        raise ValueError(f"unknown policy {policy!r}: use auto or seed")
+    policy = policy_name(policy)
     book = book or AcceptanceBook()
 
     def acc_for(src):
@@ -182,15 +194,15 @@ def decide(
             reason += f": expected {exp:.2f}x here"
         return Decision(d, k, "override", tier, exp or 0.0, acc, rel_cost(d), reason + f"; tier {tier}", k_fixed=fixed)
 
-    if policy == "seed":
-        d = SEED_RULE[tier]
-        k = k_override if fixed else (SEED_K if d != "none" else 0)
+    if policy == "tier-rule":
+        d = TIER_RULE[tier]
+        k = k_override if fixed else (TIER_RULE_K if d != "none" else 0)
         if d == "none":
-            return Decision("none", 0, "seed", tier, 1.0, None, None, f"seed rule: tier {tier} -> no draft")
+            return Decision("none", 0, "tier-rule", tier, 1.0, None, None, f"tier rule: tier {tier} -> no draft")
         acc = acc_for(d)
         exp = expected_speedup(costs[d], acc, k) if d in costs and isinstance(k, int) else 0.0
-        return Decision(d, k, "seed", tier, exp, acc, rel_cost(d),
-                        f"seed rule: tier {tier} -> {sources.label(d)} draft, k={k}"
+        return Decision(d, k, "tier-rule", tier, exp, acc, rel_cost(d),
+                        f"tier rule: tier {tier} -> {sources.label(d)} draft, k={k}"
                         + (f" (expected {exp:.2f}x here)" if exp else ""), k_fixed=True)
 
     candidates = []

@@ -15,9 +15,10 @@ from typing import Iterator
 from .engine import Engine, InputError, resolve_models
 from .speculative import Done, Step, agreement, load_changed
 
+DRAFT_ALIASES = {"seed": "tier rule"}  # the tier rule's first name, still taken from API callers
 DRAFT_CHOICES = {  # what the page offers -> (policy, forced draft)
     "auto": ("auto", None),
-    "seed": ("seed", None),
+    "tier rule": ("tier-rule", None),
     "Q4": ("auto", "q4"),
     "Q8": ("auto", "q8"),
     "Q4_0": ("auto", "q4_0"),
@@ -164,7 +165,7 @@ class Service:
         if not isinstance(settings.max_tokens, int) or settings.max_tokens < 1:
             raise InputError("max new tokens must be at least 1")
         eng = self.engine(settings.model)
-        policy, forced = DRAFT_CHOICES[settings.draft]
+        policy, forced = DRAFT_CHOICES[DRAFT_ALIASES.get(settings.draft, settings.draft)]
         k = None if settings.k in (None, "", "auto") else settings.k
         with eng.lock:
             if settings.alone:

@@ -88,7 +88,7 @@ def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "bench.json").read_text())
     assert set(res["summary"]) == {"q8 k=2", "q8 k=auto", "lookup k=2", "lookup k=auto", "policy auto",
-                                   "policy seed", "Q8_0 alone", "oracle (best fixed per prompt)"}
+                                   "policy tier-rule", "Q8_0 alone", "oracle (best fixed per prompt)"}
     for name, s in res["summary"].items():
         assert s["speedup"] > 0 and s["prompts"] == 3
         if not name.startswith("oracle") and not name.endswith("alone"):
@@ -96,7 +96,7 @@ def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
     assert 0 < res["summary"]["policy auto"]["vs_oracle"]
     assert len(res["prompts"]) == 3 and all(len(e["plain_runs_s"]) == 8 for e in res["prompts"])  # 7 runs, 8 plain
     for e in res["prompts"]:
-        assert e["runs"]["policy seed"]["decision"] in ("q4", "q8", "none")
+        assert e["runs"]["policy tier-rule"]["decision"] in ("q4", "q8", "none")
         assert e["oracle"]["speedup"] >= max(1.0, *(r["speedup"] for n, r in e["runs"].items()
                                                    if "policy" not in n and not n.endswith(" alone")))
     md = (out / "bench.md").read_text()
@@ -146,7 +146,9 @@ def test_analyze_and_models_commands(tiny_paths):
     assert out["analysis"]["tier"] == "high" and out["analysis"]["score"] == 22
     assert out["decision"]["policy"] == "auto" and out["decision"]["reason"]
     r = cli("analyze", "Hi there", "--target", str(tiny_paths["F16"]), "--policy", "seed", "--tier", "medium")
-    assert "decision (seed): seed rule: tier medium -> Q8_0 draft, k=4" in r.stdout and "(tier set by you)" in r.stdout
+    assert "decision (tier-rule): tier rule: tier medium -> Q8_0 draft, k=4" in r.stdout and "(tier set by you)" in r.stdout
+    r = cli("analyze", "Hi there", "--target", str(tiny_paths["F16"]), "--policy", "tier-rule", "--tier", "medium")
+    assert "decision (tier-rule): tier rule: tier medium" in r.stdout
     r = cli("models")
     assert "qwen2.5-7b" in r.stdout and "default family here:" in r.stdout and "demo" in r.stdout
     out = json.loads(cli("models", "--json").stdout)

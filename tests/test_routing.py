@@ -1,4 +1,4 @@
-"""Routing with injected costs and acceptances, the seed rule, overrides, and hardware."""
+"""Routing with injected costs and acceptances, the tier rule, overrides, and hardware."""
 import statistics
 import time
 
@@ -77,12 +77,14 @@ def test_measured_acceptance_moves_the_decision():
     assert routing.decide("high", CPU, grounded=True, book=book).draft == "none"
 
 
-def test_seed_rule_and_overrides():
-    assert routing.decide("low", CPU, policy="seed").draft == "q4"
-    assert routing.decide("medium", CPU, policy="seed").draft == "q8"
-    d = routing.decide("high", CPU, policy="seed")
-    assert d.draft == "none" and "seed rule" in d.reason
-    assert routing.decide("low", CPU, policy="seed").k == routing.SEED_K
+def test_tier_rule_and_overrides():
+    assert routing.decide("low", CPU, policy="tier-rule").draft == "q4"
+    assert routing.decide("medium", CPU, policy="seed").draft == "q8"  # the rule's first name still works
+    d = routing.decide("high", CPU, policy="tier-rule")
+    assert d.draft == "none" and "tier rule" in d.reason and d.policy == "tier-rule"
+    assert routing.decide("low", CPU, policy="seed").k == routing.TIER_RULE_K
+    with pytest.raises(ValueError, match="use auto or tier-rule"):
+        routing.decide("low", CPU, policy="fastest")
     o = routing.decide("high", CPU, draft_override="q4_0", k_override=3)
     assert (o.draft, o.k, o.policy) == ("q4_0", 3, "override") and "chosen by you" in o.reason
     assert not o.adaptive and routing.decide("high", CPU, draft_override="q8").adaptive

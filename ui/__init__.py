@@ -54,7 +54,7 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
                 with gr.Column(scale=2):
                     with gr.Accordion("Settings", open=False, elem_id="settings"):
                         draft = gr.Dropdown(list(DRAFT_CHOICES), value="auto", label="Policy / draft",
-                                            info="auto: measured router · seed: tier rule · or force a draft")
+                                            info="auto: measured router · tier rule: low→Q4, medium→Q8, high→none · or force a draft")
                         k = gr.Dropdown(["auto", "1", "2", "3", "4", "6", "8"], value="auto", label="Draft length")
                         tier = gr.Dropdown(["from analysis", "low", "medium", "high"], value="from analysis",
                                            label="Tier")
