@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .engine import Engine, InputError, resolve_models
+from .model_thread import MODELS
 from .speculative import Done, Step, agreement, load_changed
 
 DRAFT_ALIASES = {"seed": "tier rule"}  # the tier rule's first name, still taken from API callers
@@ -73,9 +74,10 @@ class Loading:
 class Service:
     """One per process: engines by model spec, loaded once, shared by every request."""
 
-    def __init__(self, default_model: str | None = None, n_ctx: int = 4096):
+    def __init__(self, default_model: str | None = None, n_ctx: int = 4096, n_threads: int | None = None,
+                 backend: str | None = None):
         self.default_model = default_model
-        self.n_ctx = n_ctx
+        self.n_ctx, self.n_threads, self.backend = n_ctx, n_threads, backend
         self._loads: dict[str, Loading] = {}
         self._lock = threading.Lock()
 
@@ -112,23 +114,11 @@ class Service:
                 spec = model or self.default_model
                 st.message = "finding the model files"
                 # with_sibling: at real sizes the family's small sibling is the draft that pays
-                ms, hw, backend = resolve_models(spec, progress=progress, log=log, with_sibling=True)
+                ms, hw, backend = resolve_models(spec, progress=progress, log=log, with_sibling=True,
+                                                 backend=self.backend)
                 phase("files")
                 st.done = st.total = 0
-                st.message = f"loading {ms.label}"
-                # visitors of a served page never draft from each other's answers unless the owner says so
-                shared = os.environ.get("SPECQUANT_ANSWER_CACHE", "").strip().lower() == "shared"
-                eng = Engine.from_model_set(ms, n_ctx=self.n_ctx, backend=backend, answer_cache=shared)
-                eng.hardware = hw
-                phase("load")
-                todo = eng.auto_sources()
-                for i, src in enumerate(todo, 1):
-                    st.message = f"measuring costs on this machine, once: {src} ({i} of {len(todo)})"
-                    eng.costs(src)
-                phase("calibration")
-                st.message = "measuring this machine's floor (memory and arithmetic rates)"
-                eng.pass_costs()
-                phase("floor")
+                eng = MODELS.call(lambda: self._load(ms, hw, backend, st, phase))
                 st.engine, st.status, st.message = eng, "ready", "ready"
                 print(f"specquant: {ms.label} ready: " + ", ".join(f"{k} {v:.1f} s" for k, v in st.phases.items()),
                       flush=True)
@@ -141,6 +131,25 @@ class Service:
 
         threading.Thread(target=work, daemon=True, name=f"load {key}").start()
         return st
+
+    def _load(self, ms, hw, backend, st: Loading, phase) -> Engine:
+        """Load and calibrate (on the model thread: see ``model_thread``)."""
+        st.message = f"loading {ms.label}"
+        # visitors of a served page never draft from each other's answers unless the owner says so
+        shared = os.environ.get("SPECQUANT_ANSWER_CACHE", "").strip().lower() == "shared"
+        eng = Engine.from_model_set(ms, n_ctx=self.n_ctx, n_threads=self.n_threads, backend=backend,
+                                    answer_cache=shared)
+        eng.hardware = hw
+        phase("load")
+        todo = eng.auto_sources()
+        for i, src in enumerate(todo, 1):
+            st.message = f"measuring costs on this machine, once: {src} ({i} of {len(todo)})"
+            eng.costs(src)
+        phase("calibration")
+        st.message = "measuring this machine's floor (memory and arithmetic rates)"
+        eng.pass_costs()
+        phase("floor")
+        return eng
 
     def engine(self, model: str | None = None, timeout: float | None = None) -> Engine:
         st = self.start_loading(model)
@@ -164,7 +173,10 @@ class Service:
             raise InputError(f"unknown draft choice {settings.draft!r}")
         if not isinstance(settings.max_tokens, int) or settings.max_tokens < 1:
             raise InputError("max new tokens must be at least 1")
-        eng = self.engine(settings.model)
+        eng = self.engine(settings.model)  # waits for loading here, not on the model thread
+        yield from MODELS.iterate(lambda: self._compare(eng, prompt, settings, stop))
+
+    def _compare(self, eng: Engine, prompt: str, settings: Settings, stop) -> Iterator[dict]:
         policy, forced = DRAFT_CHOICES[DRAFT_ALIASES.get(settings.draft, settings.draft)]
         k = None if settings.k in (None, "", "auto") else settings.k
         with eng.lock:
@@ -226,9 +238,13 @@ class Service:
         from .bench import parse_configs, run_bench
 
         eng = self.engine(model)
-        with eng.lock:
-            return run_bench(eng, prompts, parse_configs(drafts, ks), policies=policies, max_tokens=max_tokens,
-                             progress=progress, alone=list(alone))
+
+        def run():
+            with eng.lock:
+                return run_bench(eng, prompts, parse_configs(drafts, ks), policies=policies, max_tokens=max_tokens,
+                                 progress=progress, alone=list(alone))
+
+        return MODELS.call(run)
 
 
 def _step(ev: Step) -> dict:
