@@ -1,5 +1,5 @@
 """``specquant --prompt "..."``, ``specquant analyze``, ``specquant models``, ``specquant hardware``,
-``specquant bench``, ``specquant prepare``."""
+``specquant bench``, ``specquant prepare``, ``specquant serve``."""
 from __future__ import annotations
 
 import argparse
@@ -45,7 +45,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="specquant",
         description="Exact speculative decoding: a quantized draft or prompt lookup proposes, the F16 target verifies.",
         epilog="Subcommands: `specquant analyze PROMPT`, `specquant models`, `specquant hardware`, `specquant bench`, "
-               "`specquant prepare`.",
+               "`specquant prepare`, `specquant serve`.",
     )
     p.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
     p.add_argument("--prompt-file", help="read the prompt from this file (- for standard input)")
@@ -276,6 +276,28 @@ def cmd_prepare(argv: list[str]) -> int:
     return 0
 
 
+def cmd_serve(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="specquant serve",
+        description="An OpenAI-compatible endpoint (/v1/chat/completions, /v1/completions, /v1/models, /health, "
+                    "/metrics), every request routed and verified exactly by the F16 target. A request may add "
+                    '"draft": auto | none | tier-rule | a source name, and "draft_len".')
+    engine_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    args = p.parse_args(argv)
+    from .server import InProcess, serve
+    from .service import Service
+
+    model = args.model or args.target
+    service = Service(model, n_ctx=args.ctx, n_threads=args.threads, backend=args.backend)
+    executor = InProcess(service, model)
+    print(f"specquant serve: http://{args.host}:{args.port}/v1 (model {executor.id!r}, loading in the background; "
+          "GET /health says when it is ready)", file=sys.stderr, flush=True)
+    serve(executor, host=args.host, port=args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from backends import BackendError
@@ -295,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models(argv[1:])
         if argv and argv[0] == "hardware":
             return cmd_hardware(argv[1:])
+        if argv and argv[0] == "serve":
+            return cmd_serve(argv[1:])
         return cmd_run(argv)
     except (InputError, BackendError, FileNotFoundError, ValueError, RuntimeError, MemoryError) as e:
         print(f"specquant: error: {e}", file=sys.stderr)

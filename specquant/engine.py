@@ -323,14 +323,14 @@ class Engine:
 
     def answer(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
                k=None, max_tokens: int = 128, chat: bool = True, stop=None, history: list[dict] | None = None,
-               **sampling) -> "Answer":
+               system: str | None = None, **sampling) -> "Answer":
         """The one way a prompt is answered: analyse and route it, plan the run, load and
         calibrate what the plan needs (load time, outside every timing), and return the plan
         with the run's events (lazy). When the run ends, what the draft achieved is recorded
         for later decisions. ``sampling``: temperature, top_k, top_p, seed. ``history``: earlier
-        turns of the conversation (the analysis reads the new prompt)."""
+        turns of the conversation (the analysis reads the new prompt); ``system``: a system message."""
         t0 = time.perf_counter()
-        tokens = self.prompt_tokens(prompt, chat=chat, history=history)
+        tokens = self.prompt_tokens(prompt, chat=chat, history=history, system=system)
         analysis, decision = self.route(prompt, policy=policy, tier=tier, draft=draft, k=k, max_tokens=max_tokens,
                                         n_prompt=len(tokens))
         plan = self.plan(decision)
