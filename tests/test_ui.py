@@ -92,7 +92,7 @@ def app(smol_paths):
 def _compare(client, prompt, draft="auto", k="auto", max_tokens=48, alone="off"):
     # by name, as an API user would: the endpoints' parameters say what they are
     return client.submit(prompt=prompt, draft=draft, k=k, tier="from analysis", temperature=0, seed=0,
-                         max_tokens=max_tokens, family="default", alone=alone, api_name="/compare")
+                         max_tokens=max_tokens, family="default", alone=alone, api_name="/compare_page")
 
 
 def test_compare_endpoint_streams_and_ends_with_statistics(app):

@@ -12,6 +12,7 @@ from specquant.prompts import load_prompts
 from specquant.service import DRAFT_CHOICES, InputError, Service, Settings
 
 from . import render
+from .tools import make_tools, page_only
 
 EXAMPLES = [  # one per tier, and grounded tasks where prompt lookup shines
     "What is the capital of France?",
@@ -123,8 +124,8 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
 
         # The handlers' parameters are named for API users (gradio_client shows them); inside, they
         # shadow the input components of the same names, which the handlers don't use.
-        def compare(prompt, draft, k, tier, temperature, seed, max_tokens, family, alone="off",
-                    request: gr.Request = None):
+        def page_compare(prompt, draft, k, tier, temperature, seed, max_tokens, family, alone="off",
+                         request: gr.Request = None):
             sid = getattr(request, "session_hash", None) or "anon"
             stop = stops[sid] = threading.Event()
             # Every yield carries the whole view, so the last one is the complete result (API too).
@@ -197,8 +198,8 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
         inputs = [prompt, draft, k, tier, temperature, seed, max_tokens, family, alone]
         outputs = [plain_pane, spec_pane, plain_live, spec_live, summary, status, analysis, spec_title, race, accept,
                    alone_pane, alone_live, alone_col, alone_title]
-        go.click(compare, inputs, outputs, api_name="compare")
-        prompt.submit(compare, inputs, outputs, api_name=False)
+        go.click(page_compare, inputs, outputs, api_name="compare_page")
+        prompt.submit(page_compare, inputs, outputs, api_name=False)
         stop_btn.click(do_stop, None, None, api_name="stop", queue=False)
 
         def both(fam):
@@ -244,6 +245,10 @@ def build_demo(service: Service | None = None, *, default_model: str | None = No
 
         b_go.click(bench, [cats, limit, b_drafts, b_ks, b_tokens, family, b_alone], [b_status, b_table, b_plot, b_file],
                    api_name="bench", cancels=None)
+        for fn in (page_compare, do_stop, bench):  # the page's own endpoints: API clients may call them; no MCP tools
+            page_only(fn)
+        for fn in make_tools(service):  # answer, compare: typed, documented, for agents (MCP) and API clients
+            gr.api(fn, api_name=fn.__name__)
     return demo
 
 
@@ -269,7 +274,13 @@ def _families(default_model):
 
 
 def launch_kwargs() -> dict:
-    return {"css": render.CSS, "ssr_mode": False}
+    """What every launch passes: the page's CSS, no server-side rendering, and the MCP server (the
+    ``answer`` and ``compare`` tools at /gradio_api/mcp/) where the ``mcp`` package is installed,
+    unless SPECQUANT_MCP=0."""
+    import importlib.util
+
+    mcp = os.environ.get("SPECQUANT_MCP", "1") != "0" and importlib.util.find_spec("mcp") is not None
+    return {"css": render.CSS, "ssr_mode": False, "mcp_server": mcp}
 
 
 def launch(demo=None, **kw):
