@@ -5,6 +5,7 @@
 # CMAKE_ARGS is passed through last (it wins), as scripts/build_llama_cpp.py does for SpecQuant's
 # build, so both sides can be built for another CPU profile, e.g. AVX2 only on an AVX-512 machine:
 #   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
+# NATIVE_TARGETS picks other tools (scripts/build_llama_server.py builds llama-server this way).
 # Usage: bash benchmarks/build_native.sh   -> prints the bin directory
 set -euo pipefail
 # stock llama.cpp, without our patch: the installed llama-cpp-python's version, or LLAMA_CPP_VERSION
@@ -15,7 +16,12 @@ extra="${CMAKE_ARGS:-}"
 build="$cache/build"
 if [ -n "$extra" ]; then build="$cache/build-$(printf '%s' "$extra" | sha1sum | cut -c1-10)"; fi
 bin="$build/bin"
-if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-speculative-simple" ]; then echo "$bin"; exit 0; fi
+targets="${NATIVE_TARGETS:-llama-bench llama-speculative-simple}"
+missing=""
+for t in $targets; do [ -x "$bin/$t" ] || missing="$missing $t"; done
+if [ -z "$missing" ]; then echo "$bin"; exit 0; fi
+server=OFF
+case " $targets " in *" llama-server "*) server=ON ;; esac
 mkdir -p "$cache"
 if [ ! -d "$cache/src" ]; then
   tmp=$(mktemp -d)
@@ -26,6 +32,7 @@ if [ ! -d "$cache/src" ]; then
 fi
 # shellcheck disable=SC2086  # CMAKE_ARGS is a list of flags
 cmake -S "$cache/src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF $extra >&2
-cmake --build "$build" -j "$(nproc)" --target llama-bench llama-speculative-simple >&2
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=$server -DBUILD_SHARED_LIBS=OFF $extra >&2
+# shellcheck disable=SC2086  # a list of targets
+cmake --build "$build" -j "$(nproc)" --target $missing >&2
 echo "$bin"

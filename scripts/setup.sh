@@ -30,6 +30,8 @@ case "${1:-demo}" in
         echo "note: install$missing (apt-get) to run the browser tests and the ARM build check" >&2
       fi
     fi
+    # llama-server linked against the patched libraries, for the fleet tests (~25 min once; cached)
+    python scripts/build_llama_server.py >/dev/null || echo "note: no llama-server: the fleet tests will be skipped" >&2
     ;;
   *)
     echo "usage: bash scripts/setup.sh demo|test" >&2

@@ -45,7 +45,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="specquant",
         description="Exact speculative decoding: a quantized draft or prompt lookup proposes, the F16 target verifies.",
         epilog="Subcommands: `specquant analyze PROMPT`, `specquant models`, `specquant hardware`, `specquant bench`, "
-               "`specquant prepare`, `specquant serve`.",
+               "`specquant prepare`, `specquant serve`, `specquant fleet up`.",
     )
     p.add_argument("--prompt", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
     p.add_argument("--prompt-file", help="read the prompt from this file (- for standard input)")
@@ -285,17 +285,51 @@ def cmd_serve(argv: list[str]) -> int:
     engine_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--fleet", help="route over the endpoints this TOML file declares (`specquant fleet up` writes "
+                                   "one) instead of running the model in this process")
     args = p.parse_args(argv)
     from .server import InProcess, serve
-    from .service import Service
 
-    model = args.model or args.target
-    service = Service(model, n_ctx=args.ctx, n_threads=args.threads, backend=args.backend)
-    executor = InProcess(service, model)
-    print(f"specquant serve: http://{args.host}:{args.port}/v1 (model {executor.id!r}, loading in the background; "
-          "GET /health says when it is ready)", file=sys.stderr, flush=True)
+    if args.fleet:
+        from .fleet import Fleet, load_fleet
+
+        executor = Fleet(load_fleet(args.fleet))
+        where = f"a fleet of {len(executor.replicas)} endpoints from {args.fleet}"
+    else:
+        from .service import Service
+
+        model = args.model or args.target
+        service = Service(model, n_ctx=args.ctx, n_threads=args.threads, backend=args.backend)
+        executor = InProcess(service, model)
+        where = "loading in the background; GET /health says when it is ready"
+    print(f"specquant serve: http://{args.host}:{args.port}/v1 (model {executor.id!r}, {where})", file=sys.stderr,
+          flush=True)
     serve(executor, host=args.host, port=args.port)
     return 0
+
+
+def cmd_fleet(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="specquant fleet up",
+        description="Start a local fleet: one llama-server (SpecQuant's patched build) per drafting kind, from the "
+                    "same model files, and write the TOML file `specquant serve --fleet` reads. Runs until stopped.")
+    p.add_argument("action", choices=["up"])
+    p.add_argument("--model", help="model family, demo, a Hub repo or a local F16 GGUF (default: as `specquant`)")
+    p.add_argument("--kinds", default="plain,lookup,q8,q4_0",
+                   help="comma-separated kinds, each with :N for N replicas (default plain,lookup,q8,q4_0)")
+    p.add_argument("--port", type=int, default=8081, help="the first replica's port; the others follow (default 8081)")
+    p.add_argument("--np", type=int, default=1, help="parallel slots per replica (llama-server -np, default 1)")
+    p.add_argument("--ctx", type=int, default=4096, help="context per slot (default 4096)")
+    p.add_argument("--threads", type=int, help="threads per replica (default: physical cores)")
+    p.add_argument("--llama-server", help="a llama-server binary (default: build the patched one, cached)")
+    p.add_argument("--out", default="fleet.toml", help="the fleet file to write (default fleet.toml)")
+    args = p.parse_args(argv)
+    from pathlib import Path
+
+    from .fleet import parse_kinds, up
+
+    return up(args.model, parse_kinds(args.kinds), Path(args.out), port=args.port, ctx=args.ctx, parallel=args.np,
+              threads=args.threads, llama_server=args.llama_server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_hardware(argv[1:])
         if argv and argv[0] == "serve":
             return cmd_serve(argv[1:])
+        if argv and argv[0] == "fleet":
+            return cmd_fleet(argv[1:])
         return cmd_run(argv)
     except (InputError, BackendError, FileNotFoundError, ValueError, RuntimeError, MemoryError) as e:
         print(f"specquant: error: {e}", file=sys.stderr)
