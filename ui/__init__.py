@@ -31,6 +31,10 @@ def _grounded_examples() -> list[str]:
 
 def build_demo(service: Service | None = None, *, default_model: str | None = None) -> gr.Blocks:
     default_model = default_model or os.environ.get("SPECQUANT_MODEL") or None
+    if service is None and os.environ.get("SPECQUANT_SERVER"):  # compare through a SpecQuant server
+        from specquant.remote import RemoteService
+
+        service = RemoteService(os.environ["SPECQUANT_SERVER"])
     service = service or Service(default_model)
     service.start_loading()  # in the background: the page is served at once
     stops: dict[str, threading.Event] = {}

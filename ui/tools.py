@@ -17,7 +17,8 @@ MAX_TOKENS = 1024
 
 def make_tools(service: Service):
     """(answer, compare) for ``service``'s default model."""
-    executor = InProcess(service, service.default_model)
+    # the model in this process, or the server the page compares through (SPECQUANT_SERVER)
+    executor = service.executor() if hasattr(service, "executor") else InProcess(service, service.default_model)
 
     def answer(prompt: str, draft: str = "auto", max_tokens: int = 128, temperature: float = 0.0,
                seed: int = 0) -> str:
