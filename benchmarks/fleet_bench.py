@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from common import ROOT, write_result  # noqa: E402 - also puts the project on s
 
 from specquant.fleet import load_fleet  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
+from specquant.server import wait_ready  # noqa: E402
 
 
 def _free_port() -> int:
@@ -34,23 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc, timeout: float = 300) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[:4]} exited")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            raise SystemExit(f"{url} not ready")
-        time.sleep(0.3)
 
 
 def _complete(url: str, prompt: str, n: int, ignore_eos: bool = False, draft: str | None = None) -> dict:
@@ -104,7 +87,7 @@ def main() -> int:
                                   str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(serve)
         routed = f"http://127.0.0.1:{port}"
-        _wait_http(routed, serve)
+        wait_ready(routed, serve, 300, "specquant serve --fleet")
         from specquant.engine import resolve_models
 
         ms, hw, _ = resolve_models("demo")
@@ -165,7 +148,7 @@ def main() -> int:
                               stderr=subprocess.DEVNULL)
         procs.append(p4)
         url4 = f"http://127.0.0.1:{port4}"
-        _wait_http(url4, p4)
+        wait_ready(url4, p4, 300, "llama-server -np 4")
 
         def burst(n_clients: int) -> float:
             t0 = time.perf_counter()

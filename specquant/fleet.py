@@ -28,11 +28,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import routing, sources
-from .server import APIError, Delta, Final, Request, Start
+from .server import APIError, Delta, Final, Request, Start, UpstreamError, sse_chunks, wait_ready
 
 KINDS = ("plain", "lookup", "q8", "q4_0", "q4", "sibling")
 KIND_OF = {"none": "plain", "plain": "plain", "lookup": "lookup", "q8": "q8", "q4_0": "q4_0", "q4": "q4",
@@ -303,14 +303,9 @@ class Fleet:
                 if r.status_code != 200:
                     r.read()
                     raise _client_error(r)
-                for line in r.iter_lines():
+                for chunk in sse_chunks(r.iter_lines()):
                     if cancel.is_set():
                         return
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        raise _ReplicaFailed(chunk["error"].get("message", "an error event"))
                     timings = chunk.get("timings") or timings
                     usage = chunk.get("usage") or usage
                     for c in chunk.get("choices") or []:
@@ -320,7 +315,7 @@ class Fleet:
                             first = first or time.perf_counter()
                             yield Delta(text)
                         reason = c.get("finish_reason") or reason
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, UpstreamError) as e:
             raise _ReplicaFailed(f"{type(e).__name__}: {e}") from None
         if reason is None:
             raise _ReplicaFailed("the stream ended without a finish reason")
@@ -420,8 +415,6 @@ def up(model: str | None, kinds: list[tuple[str, int]], out: Path, *, port: int 
        parallel: int = 1, threads: int | None = None, llama_server: str | None = None, ready_s: float = 300) -> int:
     """Start the replicas, wait until each is healthy, write the fleet file, and keep them running until
     this process is stopped (SIGINT / SIGTERM stops them too)."""
-    import httpx
-
     from .engine import resolve_models
 
     ms, hw, _ = resolve_models(model, with_sibling=any(k == "sibling" for k, _ in kinds), backend="llama.cpp")
@@ -458,19 +451,10 @@ def up(model: str | None, kinds: list[tuple[str, int]], out: Path, *, port: int 
                 procs.append(subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT))
                 replicas.append(Replica(kind, model or "default", f"http://127.0.0.1:{port}", True, procs[-1].pid))
                 port += 1
-        deadline = time.monotonic() + ready_s
+        t0 = time.monotonic()
         for r, p in zip(replicas, procs):
-            while True:
-                if p.poll() is not None:
-                    raise RuntimeError(f"the {r.kind} llama-server exited ({p.returncode}); see {logs}")
-                try:
-                    if httpx.get(r.url + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the {r.kind} llama-server at {r.url} was not ready in {ready_s:.0f} s")
-                time.sleep(0.3)
+            left = max(1.0, ready_s - (time.monotonic() - t0))
+            wait_ready(r.url, p, left, f"the {r.kind} llama-server (logs: {logs})")
         write_fleet(out, replicas)
         print(f"fleet up: {len(replicas)} llama-server replicas of {ms.label} ({threads} threads, -np {parallel} "
               f"each); wrote {out}\nserve it: specquant serve --fleet {out}", flush=True)

@@ -6,12 +6,11 @@ fleet) and the routed request. The statistics come from the server's ``specquant
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Iterator
 
-from .server import Delta, Final
+from .server import Delta, Final, UpstreamError, sse_chunks
 from .service import DRAFT_ALIASES, DRAFT_CHOICES, Loading, Settings
 from .speculative import InputError, Stats
 
@@ -87,14 +86,9 @@ class RemoteService:
                     except (ValueError, KeyError, TypeError):
                         msg = r.text
                     raise InputError(msg) if r.status_code < 500 else RuntimeError(msg)
-                for line in r.iter_lines():
+                for chunk in sse_chunks(r.iter_lines()):
                     if stop is not None and stop.is_set():
                         return
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        raise RuntimeError(chunk["error"].get("message", "the server failed"))
                     for k in ("specquant", "timings", "usage"):
                         if chunk.get(k):
                             last[k] = chunk[k]
@@ -106,6 +100,8 @@ class RemoteService:
                             yield text, None
         except httpx.HTTPError as e:
             raise RuntimeError(f"cannot reach the SpecQuant server at {self.url}: {e}") from None
+        except UpstreamError as e:
+            raise RuntimeError(f"the server failed mid-answer: {e}") from None
         yield "", last
 
     def compare(self, prompt: str, settings: Settings, stop: threading.Event | None = None) -> Iterator[dict]:

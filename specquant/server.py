@@ -334,6 +334,43 @@ class InProcess:
         return Final(reason, st.prompt_tokens, n, info, timings)
 
 
+# --- reading another OpenAI-compatible server ---------------------------------------------------
+class UpstreamError(Exception):
+    """An error event in another server's stream."""
+
+
+def sse_chunks(lines) -> Iterator[dict]:
+    """The JSON chunks of an OpenAI-style server-sent event stream (``[DONE]`` ends it); an error
+    event raises ``UpstreamError``."""
+    for line in lines:
+        if not line.startswith("data: "):
+            continue
+        if line == "data: [DONE]":
+            return
+        chunk = json.loads(line[6:])
+        if "error" in chunk:
+            raise UpstreamError((chunk["error"] or {}).get("message", "an error event"))
+        yield chunk
+
+
+def wait_ready(url: str, proc, timeout: float, what: str) -> None:
+    """Until ``url``/health answers 200; RuntimeError if ``proc`` (a Popen) exits or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode})")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} at {url} was not ready in {timeout:.0f} s")
+        time.sleep(0.3)
+
+
 # --- metrics ----------------------------------------------------------------------------------
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
