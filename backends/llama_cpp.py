@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import VERIFY_CHECKED, BackendError, Model, physical_cores
+from .base import VERIFY_CHECKED, BackendError, Model
+from .cpus import physical_cores
 
 _GGUF_MAGIC = b"GGUF"
 _lock = threading.Lock()

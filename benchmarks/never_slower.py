@@ -132,7 +132,7 @@ def cpu_profile() -> dict:
     """The CPU's vector extensions and what the installed llama.cpp uses of them."""
     import llama_cpp
 
-    from backends.base import cpuinfo_blocks
+    from backends.cpus import cpuinfo_blocks
 
     flags = set(next((b["flags"] for b in cpuinfo_blocks() if "flags" in b), "").split())
 
@@ -190,7 +190,7 @@ def core_pairs(cpuinfo: str | None = None, allowed: set[int] | None = None,
                most: int = PIN_SETS_MAX) -> list[list[int]]:
     """Pairs of logical CPUs, each on its own physical core of the first socket, so that 2-thread
     jobs side by side each have two whole cores (a hyper-thread twin shares its core's units)."""
-    from backends.base import cpu_topology, usable_cpus
+    from backends.cpus import cpu_topology, usable_cpus
 
     allowed = usable_cpus() if allowed is None else allowed
     first: dict[tuple[str, str], int] = {}  # a core's first allowed logical CPU

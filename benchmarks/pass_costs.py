@@ -118,7 +118,7 @@ def main() -> int:
     ap.add_argument("--native-bin", help="a folder with stock llama-bench (default: benchmarks/build_native.sh)")
     ap.add_argument("--out", default="bench-results/pass_costs.json")
     args = ap.parse_args()
-    from backends.base import physical_cores
+    from backends.cpus import physical_cores
     from backends.llama_cpp import patched_build
 
     threads = args.threads or physical_cores()

@@ -12,12 +12,14 @@ import json
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .options import count, engine_args
 from .prompts import SPEC_BENCH, correct, load_prompts
 from . import sources
-from .speculative import Done, agreement, chain, finish
+from .compare import agreement, chain
+from .speculative import Done, finish
 
 
 def _row(done: Done) -> dict:
@@ -118,23 +120,52 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
     after it; totals are sums of time."""
     kw = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
     tokenized = [engine.prompt_tokens(p["prompt"]) for p in prompts]
-    for d, k in configs:  # load, quantize, calibrate: before any timing
+    _prepare(engine, prompts, configs, policies, alone, max_tokens)
+    plain, runners = _runners(engine, configs, policies, alone, kw)
+    count = _Progress(progress, len(prompts) * (2 * len(runners) + 1) * repeats)
+    per_prompt = []
+    for p, toks in zip(prompts, tokenized):
+        rounds = _interleave(p, toks, plain, runners, count, repeats=repeats, min_seconds=min_seconds,
+                             max_repeats=max_repeats)
+        per_prompt.append(_prompt_entry(p, rounds))
+    specs = ([(f"{d} k={k}", {"draft": d, "k": k}) for d, k in configs]
+             + [(f"policy {pol}", {"policy": pol}) for pol in policies]
+             + [(f"{sources.label(q)} alone", {"alone": q}) for q in alone])
+    return {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "engine": engine.describe(),
+        "plain_seconds": sum(statistics.mean(e["plain_runs_s"]) for e in per_prompt),
+        "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "repeats": repeats,
+                     "min_seconds": min_seconds, "max_repeats": max_repeats},
+        "summary": summarise(per_prompt, specs, oracle=bool(configs)),
+        "prompts": per_prompt,
+    }
+
+
+def _prepare(engine, prompts, configs, policies, alone, max_tokens) -> None:
+    """Load, quantize and calibrate whatever a run may need, measure the floor, and warm every path up:
+    all before any timing. The policies then learn from the benchmark itself, from zero."""
+    for d, k in configs:
         engine.control(d, k) if engine.draft(d) is not None else None
     for q in alone:
         engine.alone_model(q)
     for pol in policies:
         for p in prompts:
-            engine.route(p["prompt"], policy=pol, max_tokens=max_tokens)  # loads and calibrates whatever a decision may need
+            engine.route(p["prompt"], policy=pol, max_tokens=max_tokens)  # loads what a decision may need
     engine.costs("none")  # the target's curve, for the header
-    engine.pass_costs()  # and the machine's floor beside it: about a second, before any timing
+    engine.pass_costs()  # and the machine's floor beside it: about a second
     warm = engine.prompt_tokens("Say hello.")
     engine.run(warm, draft="none", max_tokens=8)
     for d, k in configs:
         engine.run(warm, draft=d, k=k, max_tokens=8)
     for q in alone:
         engine.run(warm, alone=q, max_tokens=8)
-    engine.book = type(engine.book)()  # the policies learn from the benchmark itself, from zero
+    engine.book = type(engine.book)()
 
+
+def _runners(engine, configs, policies, alone, kw):
+    """(plain, [(name, runner)]): a runner answers a prompt, every turn of a conversation, and returns
+    (Done, the decision or None)."""
     def conversation(once):
         """A runner: ``once(text, tokens, history) -> (Done, decision)`` over every turn."""
         def go(p, toks):
@@ -158,97 +189,105 @@ def run_bench(engine, prompts: list[dict], configs: list[tuple[str, object]], *,
             return done, ans.decision
         return conversation(once)
 
-    plain = fixed("none", None)
+    def quantized_alone(q):
+        return conversation(lambda text, toks, history: (engine.run(toks, alone=q, **kw), None))
+
     runners = [(f"{d} k={k}", fixed(d, k)) for d, k in configs] + [(f"policy {pol}", routed(pol)) for pol in policies]
-    runners += [(f"{sources.label(q)} alone", conversation(lambda text, toks, history, q=q: (engine.run(toks, alone=q, **kw),
-                                                                                       None))) for q in alone]
-    total = len(prompts) * (2 * len(runners) + 1) * repeats  # grows when short prompts get more rounds
-    n = 0
-    per_prompt = []
-    for p, toks in zip(prompts, tokenized):
-        plains = []
-        results = {name: [] for name, _ in runners}
-        beside = {name: [] for name, _ in runners}  # the plain runs just before and after each run
+    runners += [(f"{sources.label(q)} alone", quantized_alone(q)) for q in alone]
+    return fixed("none", None), runners
 
-        def tick(msg):
-            nonlocal n
-            n += 1
-            if progress:
-                progress(n, total, msg)
 
-        rounds, one_slot_s = 0, 0.0  # one_slot_s: the time of one plain run per round, summed
-        while rounds < repeats or (rounds < max_repeats and one_slot_s < min_seconds):
-            if rounds >= repeats:
-                total += 2 * len(runners) + 1
-            rounds += 1
-            seq = [plain(p, toks)[0]]
-            one_slot_s += seq[0].stats.wall_s
-            tick(f"{p['id']}: plain")
-            for name, go in runners:
-                results[name].append(go(p, toks))
-                tick(f"{p['id']}: {name}")
-                seq.append(plain(p, toks)[0])
-                tick(f"{p['id']}: plain")
-                beside[name].append(seq[-2:])
-            plains += seq
-        ref = plains[0]
-        entry = {
-            "id": p["id"], "category": p.get("category"), "column": p.get("column") or p.get("category"),
-            "grounded": bool(p.get("grounded")),
-            "plain": _row(ref) | {"correct": correct(ref.text, p.get("reference")), "text": ref.text},
-            "plain_runs_s": [x.stats.wall_s for x in plains],
-            "rounds": rounds,
-            "runs": {},
-        }
-        for name, runs in results.items():
-            done, decision = runs[-1]
-            wall = sum(d.stats.wall_s for d, _ in runs) / len(runs)
-            nb = [x for pair in beside[name] for x in pair]
-            plain_tok_s = sum(x.stats.tokens for x in nb) / sum(x.stats.wall_s for x in nb)
-            # tokens/s against the plain runs beside; none where a run produced no token (a quantized
-            # model alone may end its answer at once): there is no speed to compare
-            per_round = [_tok_s([d]) / _tok_s(pair) for (d, _), pair in zip(runs, beside[name])
-                         if d.stats.tokens and _tok_s(pair)]
-            row = _row(done)
-            row.update(
-                seconds=wall,
-                tok_s=_tok_s([d for d, _ in runs]),
-                plain_tok_s=plain_tok_s,
-                plain_seconds=sum(x.stats.wall_s for x in nb) / len(nb),
-                **{k: v for k, v in agreement(ref.tokens, done.tokens).items() if k != "identical"},
-                identical=all(d.tokens == ref.tokens for d, _ in runs),
-                correct=correct(done.text, p.get("reference")),
-                speedup=statistics.median(per_round) if per_round else None,
-                speedup_rounds=per_round,
-            )
-            if decision is not None:
-                row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
-            entry["runs"][name] = row
-        fixed_rows = {name: r for name, r in entry["runs"].items()
-                      if not name.startswith("policy ") and not name.endswith(" alone")}
-        best = max(fixed_rows.items(), key=lambda kv: kv[1]["speedup"] or 0.0, default=None)
-        if best is None or (best[1]["speedup"] or 0.0) < 1.0:  # plain itself is one of the fixed choices
-            entry["oracle"] = {"choice": "none", "speedup": 1.0, "tokens": ref.stats.tokens,
-                               "seconds": sum(x.stats.wall_s for x in plains) / len(plains),
-                               "plain_seconds": sum(x.stats.wall_s for x in plains) / len(plains)}
-        else:
-            entry["oracle"] = {"choice": best[0], **{k: best[1][k] for k in ("speedup", "tokens", "seconds",
-                                                                              "plain_seconds")}}
-        per_prompt.append(entry)
+class _Progress:
+    def __init__(self, report, total: int):
+        self.report, self.total, self.n = report, total, 0
 
-    specs = ([(f"{d} k={k}", {"draft": d, "k": k}) for d, k in configs]
-             + [(f"policy {pol}", {"policy": pol}) for pol in policies]
-             + [(f"{sources.label(q)} alone", {"alone": q}) for q in alone])
-    summary = summarise(per_prompt, specs, oracle=bool(configs))
-    return {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "engine": engine.describe(),
-        "plain_seconds": sum(statistics.mean(e["plain_runs_s"]) for e in per_prompt),
-        "settings": {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "repeats": repeats,
-                     "min_seconds": min_seconds, "max_repeats": max_repeats},
-        "summary": summary,
-        "prompts": per_prompt,
+    def tick(self, msg: str) -> None:
+        self.n += 1
+        if self.report:
+            self.report(self.n, self.total, msg)
+
+
+@dataclass
+class _Rounds:
+    """One prompt's interleaved runs: every plain run in order; per runner, its runs (Done, decision)
+    and the plain runs just before and after each."""
+
+    plains: list
+    results: dict
+    beside: dict
+    rounds: int
+
+
+def _interleave(p, toks, plain, runners, count: _Progress, *, repeats, min_seconds, max_repeats) -> _Rounds:
+    """plain, runner 1, plain, runner 2, ..., plain: ``repeats`` rounds, and more while a round's plain
+    runs add up to less than ``min_seconds`` (up to ``max_repeats``)."""
+    r = _Rounds([], {name: [] for name, _ in runners}, {name: [] for name, _ in runners}, 0)
+    one_slot_s = 0.0  # the time of one plain run per round, summed
+    while r.rounds < repeats or (r.rounds < max_repeats and one_slot_s < min_seconds):
+        if r.rounds >= repeats:
+            count.total += 2 * len(runners) + 1
+        r.rounds += 1
+        seq = [plain(p, toks)[0]]
+        one_slot_s += seq[0].stats.wall_s
+        count.tick(f"{p['id']}: plain")
+        for name, go in runners:
+            r.results[name].append(go(p, toks))
+            count.tick(f"{p['id']}: {name}")
+            seq.append(plain(p, toks)[0])
+            count.tick(f"{p['id']}: plain")
+            r.beside[name].append(seq[-2:])
+        r.plains += seq
+    return r
+
+
+def _prompt_entry(p: dict, r: _Rounds) -> dict:
+    """A prompt's row per runner (speed-up as the median over rounds of its run against the plain runs
+    beside it; agreement and grade against the first plain answer) and its oracle."""
+    ref = r.plains[0]
+    entry = {
+        "id": p["id"], "category": p.get("category"), "column": p.get("column") or p.get("category"),
+        "grounded": bool(p.get("grounded")),
+        "plain": _row(ref) | {"correct": correct(ref.text, p.get("reference")), "text": ref.text},
+        "plain_runs_s": [x.stats.wall_s for x in r.plains],
+        "rounds": r.rounds,
+        "runs": {},
     }
+    for name, runs in r.results.items():
+        done, decision = runs[-1]
+        nb = [x for pair in r.beside[name] for x in pair]
+        # tokens/s against the plain runs beside; none where a run produced no token (a quantized
+        # model alone may end its answer at once): there is no speed to compare
+        per_round = [_tok_s([d]) / _tok_s(pair) for (d, _), pair in zip(runs, r.beside[name])
+                     if d.stats.tokens and _tok_s(pair)]
+        row = _row(done)
+        row.update(
+            seconds=sum(d.stats.wall_s for d, _ in runs) / len(runs),
+            tok_s=_tok_s([d for d, _ in runs]),
+            plain_tok_s=sum(x.stats.tokens for x in nb) / sum(x.stats.wall_s for x in nb),
+            plain_seconds=sum(x.stats.wall_s for x in nb) / len(nb),
+            **{k: v for k, v in agreement(ref.tokens, done.tokens).items() if k != "identical"},
+            identical=all(d.tokens == ref.tokens for d, _ in runs),
+            correct=correct(done.text, p.get("reference")),
+            speedup=statistics.median(per_round) if per_round else None,
+            speedup_rounds=per_round,
+        )
+        if decision is not None:
+            row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
+        entry["runs"][name] = row
+    entry["oracle"] = _oracle(entry, r.plains, ref)
+    return entry
+
+
+def _oracle(entry: dict, plains: list, ref) -> dict:
+    """The best exact fixed choice for this prompt, plain included, known only after the fact."""
+    fixed_rows = {name: r for name, r in entry["runs"].items()
+                  if not name.startswith("policy ") and not name.endswith(" alone")}
+    best = max(fixed_rows.items(), key=lambda kv: kv[1]["speedup"] or 0.0, default=None)
+    if best is None or (best[1]["speedup"] or 0.0) < 1.0:
+        mean_s = sum(x.stats.wall_s for x in plains) / len(plains)
+        return {"choice": "none", "speedup": 1.0, "tokens": ref.stats.tokens, "seconds": mean_s,
+                "plain_seconds": mean_s}
+    return {"choice": best[0], **{k: best[1][k] for k in ("speedup", "tokens", "seconds", "plain_seconds")}}
 
 
 def _f(x, fmt="{:.2f}", unit=""):

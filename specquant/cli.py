@@ -138,7 +138,7 @@ def cmd_run(argv: list[str]) -> int:
         p, s = runs["plain"].stats, other.stats
         result["speedup"] = s.tokens_per_s / p.tokens_per_s if p.tokens_per_s else None
         result["identical"] = runs["plain"].tokens == other.tokens
-        from .speculative import load_changed
+        from .compare import load_changed
 
         result["unreliable"] = load_changed(p, s)
     if args.json:

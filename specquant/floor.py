@@ -79,7 +79,7 @@ def _fma_rate(rounds: int) -> float:
 @functools.lru_cache(maxsize=4)
 def measure(threads: int | None = None) -> Floor:
     """Both rates, the best of a few rounds each (a busy moment only lowers a round), about a second."""
-    from backends.base import physical_cores
+    from backends.cpus import physical_cores
 
     threads = threads or physical_cores()
     return Floor(_read_rate(threads, 15), _fma_rate(12), threads)

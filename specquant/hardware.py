@@ -89,7 +89,7 @@ def _nvidia_smi() -> tuple[str, int, int] | None:
 
 
 def detect() -> Hardware:
-    from backends.base import cpuinfo_blocks, physical_cores, usable_cpus
+    from backends.cpus import cpuinfo_blocks, physical_cores, usable_cpus
 
     total, avail = _meminfo()
     cores = physical_cores()

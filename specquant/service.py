@@ -14,7 +14,8 @@ from typing import Iterator
 
 from .engine import Engine, InputError, resolve_models
 from .model_thread import MODELS
-from .speculative import Done, Step, agreement, load_changed
+from .compare import agreement, load_changed
+from .speculative import Done, Step
 
 DRAFT_ALIASES = {"seed": "tier rule"}  # the tier rule's first name, still taken from API callers
 DRAFT_CHOICES = {  # what the page offers -> (policy, forced draft)

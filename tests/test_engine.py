@@ -130,7 +130,8 @@ def test_a_second_run_does_not_change_the_first_runs_draft_settings(engine, monk
 
 
 def test_a_comparison_says_when_the_machine_changed_speed_between_its_runs():
-    from specquant.speculative import Stats, load_changed
+    from specquant.compare import load_changed
+    from specquant.speculative import Stats
 
     steady = Stats(step_times=[0.010, 0.0102, 0.0099, 0.0101] * 8)
     also_steady = Stats(step_times=[0.0101, 0.0099, 0.0100, 0.0102])

@@ -135,7 +135,7 @@ CPUINFO_2X2 = "".join(f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu 
 
 
 def test_cpuinfo_blocks_one_dict_of_fields_per_cpu():
-    from backends.base import cpu_topology, cpuinfo_blocks
+    from backends.cpus import cpu_topology, cpuinfo_blocks
 
     text = "processor\t: 0\nmodel name\t: AMD EPYC 7B13: 2 cores\nflags\t\t: fpu avx2\n\nprocessor\t: 1\n\n\n"
     assert cpuinfo_blocks(text) == [{"processor": "0", "model name": "AMD EPYC 7B13: 2 cores", "flags": "fpu avx2"},
@@ -145,7 +145,7 @@ def test_cpuinfo_blocks_one_dict_of_fields_per_cpu():
 
 
 def test_physical_cores_counts_only_the_cores_this_process_may_use():
-    from backends.base import physical_cores
+    from backends.cpus import physical_cores
 
     assert physical_cores(CPUINFO_2X2, {0, 1, 2, 3}) == 2  # two cores, each with its hyper-thread
     assert physical_cores(CPUINFO_2X2, {0, 2}) == 2  # one thread on each core: both cores' units
