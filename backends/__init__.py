@@ -8,11 +8,9 @@ import sys
 def _load_llama_cpp_before_numpy() -> None:
     """Load llama.cpp's library before numpy's, where both are installed and numpy isn't loaded yet.
 
-    On a GPU machine's image (Python 3.12.3, numpy 2.5.2, llama-cpp-python built there by gcc
-    13.3) loading any GGUF crashed (segmentation fault in llama.cpp's tokenizer set-up) whenever
-    numpy had been imported first, CPU-only loads too, and never the other way round (nine runs
-    each; benchmarks/gpu_check.sh). The cause was not found (numpy 2.5 is not on this index).
-    Entry points (the CLI, app.py, the tests) import this package before anything imports numpy."""
+    In the other order, loading a GGUF crashed on one machine's image (docs/measurements.md, "Notes
+    moved from the code"). Entry points (the CLI, app.py, the tests) import this package before
+    anything imports numpy."""
     if "numpy" in sys.modules:
         return
     try:

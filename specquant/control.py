@@ -42,7 +42,7 @@ MAX_DRAFT = 32
 # Risk: what drafting may lose in a run before it stops. A few per cent of the answer is the
 # promise ("never slower" within measurement noise); half a step lets a first, short bet be
 # made at all (a one-token copy costs 0.05-0.5 of a step extra when it misses, on the CPUs
-# and GPU measured: see README "Measured here").
+# and GPU measured: docs/measurements.md).
 LOSS_SHARE = 0.03
 LOSS_FLOOR = 0.5
 # A bet is placed when expected to gain at least this much. A free source's bet rests on its own

@@ -241,8 +241,8 @@ def measure_costs(target, draft_model=None, *, context: list[int], ns=(1, 2, 3, 
     With ``curve`` (the target's costs, measured for another draft of the same target), only the
     draft is measured, beside the target's one-token step: the draft's costs are scaled by the
     ratio of the two steps, so they keep their proportion to the target's curve even when the
-    machine's speed moved in between. (At the Space's default size, measuring the target's
-    curve again for each draft took 73 s of a visitor's wait; once, 20 s.)
+    machine's speed moved in between (and loading at the Space's size waits far less: the
+    measurement is in docs/measurements.md, "Notes moved from the code").
     """
     if curve is not None and draft_model is not None:
         c = _measure_once(target, draft_model, context, (1,), rounds, budget_s)

@@ -519,7 +519,7 @@ INEXACT_WARNING = (
     "scripts/build_llama_cpp.py builds one that is exact on x86 and ARM CPUs (once, ~15 min):\n"
     "  python scripts/build_llama_cpp.py"
 )
-# Measured on an NVIDIA H100 (benchmarks/gpu_check.sh; README "On a GPU"): llama.cpp's CUDA kernels
+# Measured on an NVIDIA H100 (benchmarks/gpu_check.sh; docs/measurements.md, "On a GPU"): llama.cpp's CUDA kernels
 # differ between one-token and batched passes at every batch size, the patch being for CPUs.
 GPU_MEASURED = "on an H100, 1 of 182 answers to the bundled prompts did"  # docs/measurements.md, November 28
 GPU_INEXACT_WARNING = (
