@@ -271,6 +271,10 @@ def _prompt_entry(p: dict, r: _Rounds) -> dict:
             speedup=statistics.median(per_round) if per_round else None,
             speedup_rounds=per_round,
         )
+        later = [_tok_s(d.turns[1:]) / _tok_s(a.turns[1:] + b.turns[1:]) for (d, _), (a, b) in
+                 zip(runs, r.beside[name]) if len(d.turns) > 1 and len(a.turns) > 1 and len(b.turns) > 1]
+        if later:  # a conversation's later turns alone: they draft from the earlier turns too
+            row["later_turns_speedup"] = statistics.median(later)
         if decision is not None:
             row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
         entry["runs"][name] = row
@@ -402,6 +406,12 @@ def category_table(res: dict) -> list[str]:
             cells.append(f"{_f(speedup)}x" if speedup else "-")
         s = res["summary"][name]
         out.append(f"| {name} | " + " | ".join(cells) + f" | {_f(s['tokens_per_pass'])} | {_f(s['speedup'])}x |")
+    later = {name: [e["runs"][name]["later_turns_speedup"] for e in res["prompts"]
+                    if e["runs"].get(name, {}).get("later_turns_speedup")] for name in names}
+    if any(later.values()):
+        out += ["", "Multi-turn questions, the later turns alone (each drafts from the turns before it too; "
+                    "median over questions): " + ", ".join(f"{name} {statistics.median(v):.2f}x ({len(v)})"
+                                                           for name, v in later.items() if v) + "."]
     return out
 
 

@@ -21,7 +21,7 @@ def chain(dones: list["Done"]) -> "Done":
         st.step_times += s.step_times
         st.draft_dropped = st.draft_dropped or s.draft_dropped
     return Done([t for d in dones for t in d.tokens], "\n\n".join(d.text for d in dones), st,
-                [x for d in dones for x in d.sources])
+                [x for d in dones for x in d.sources], turns=list(dones))
 
 
 def agreement(ref: list[int], out: list[int]) -> dict:

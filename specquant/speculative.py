@@ -137,6 +137,7 @@ class Done:
     text: str
     stats: Stats
     sources: list[bool]  # per token, from the draft or not
+    turns: list["Done"] = field(default_factory=list)  # a conversation's turns (``compare.chain``)
 
 
 def _check(target: Model, prompt: list[int], max_tokens: int) -> None:

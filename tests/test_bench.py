@@ -79,6 +79,10 @@ def test_spec_bench_file_runs_each_turn_with_its_own_history(tiny_paths, tmp_pat
     table = "\n".join(category_table(res))
     assert "| configuration | Multi-turn | Translation | QA | tokens per target pass | overall |" in table
     assert "Multi-turn" in to_markdown(res)
+    # the second turn measured apart, against the plain runs' second turns
+    assert mt["runs"]["lookup k=2"]["later_turns_speedup"] > 0
+    assert "later_turns_speedup" not in res["prompts"][1]["runs"]["lookup k=2"]  # one turn: nothing apart
+    assert "the later turns alone" in table and "lookup k=2" in table.split("the later turns alone")[1]
 
 
 @pytest.mark.parametrize("line, says", [
