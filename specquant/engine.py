@@ -419,8 +419,8 @@ class Engine:
                         stop_at_eos=stop_at_eos, stop=stop)
 
         def carry(done):  # what the run saw of the costs becomes the engine's
-            if control is not None and control.auto:
-                self.drift = control.drift
+            if done.drift is not None:
+                self.drift = done.drift
             self._check_calibration(done)
             self._note_answer(done)
             if not private and self.answers is not None and done.stats.finish_reason in ("stop", "length"):

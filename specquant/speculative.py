@@ -138,6 +138,7 @@ class Done:
     stats: Stats
     sources: list[bool]  # per token, from the draft or not
     turns: list["Done"] = field(default_factory=list)  # a conversation's turns (``compare.chain``)
+    drift: object = None  # ``control.Drift`` as an adaptive run left it, or None
 
 
 def _check(target: Model, prompt: list[int], max_tokens: int) -> None:
@@ -213,7 +214,9 @@ def decode(
     st.wall_s = time.perf_counter() - t0
     st.ttft_s = st.ttft_s or st.wall_s
     st.draft_dropped = control.dropped if control is not None else ""
-    yield Done(out.tokens, target.detokenize(out.tokens), st, out.sources)
+    # what the run learnt of the target's costs goes back with its result (the caller merges it)
+    drift = control.drift if control is not None and control.auto else None
+    yield Done(out.tokens, target.detokenize(out.tokens), st, out.sources, drift=drift)
 
 
 def _propose(draft: DraftSource | None, control: DraftControl | None, context: list[int], limit: int) -> Draft:
