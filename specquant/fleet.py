@@ -198,9 +198,9 @@ class Fleet:
             return kind, f"tier rule: tier {tier} -> {kind}", tier, cls
         prefs = [k for k in preference(tier, grounded) if k in kinds] or ["plain"]
         for k in prefs:  # a preferred kind not yet measured on this class is tried first
-            if self.speeds.get(k, cls)[1] < MIN_SAMPLES:
-                return k, f"{cls} prompt: trying {k} ({self.speeds.get(k, cls)[1]} of {MIN_SAMPLES} answers measured)", \
-                    tier, cls
+            seen = self.speeds.get(k, cls)[1]
+            if seen < MIN_SAMPLES:
+                return k, f"{cls} prompt: trying {k} ({seen} of {MIN_SAMPLES} answers measured)", tier, cls
         best = max(prefs, key=lambda k: self.speeds.get(k, cls)[0])
         plain = self.speeds.get("plain", cls)[0]
         return best, (f"{cls} prompt: {best} decodes fastest here ({self.speeds.get(best, cls)[0]:.0f} tok/s, "

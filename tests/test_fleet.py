@@ -137,6 +137,8 @@ def test_streaming_stops_limits_and_errors_through_the_fleet(fleet, client):
     assert a.choices[0].message.content == b.choices[0].message.content
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="non-empty list"):
+        client.chat.completions.create(model="demo", messages=[])
     with pytest.raises(openai.BadRequestError, match="no 'q4_0' endpoint"):
         _chat(client, "hi", draft="q4_0")
     with pytest.raises(openai.BadRequestError, match="context"):
