@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import routing, sources
-from .server import APIError, Delta, Final, Request, Start, UpstreamError, sse_chunks, wait_ready
+from .server import APIError, Delta, Final, Request, Start, UpstreamError, exactness, sse_chunks, wait_ready
 
 KINDS = ("plain", "lookup", "q8", "q4_0", "q4", "sibling")
 KIND_OF = {"none": "plain", "plain": "plain", "lookup": "lookup", "q8": "q8", "q4_0": "q4_0", "q4": "q4",
@@ -185,7 +185,7 @@ class Fleet:
         grounded = routing.is_grounded(req.prompt)
         cls = f"{tier}/{'grounded' if grounded else 'open'}"
         kinds = {r.kind for r in self.replicas if r.healthy}
-        if req.draft not in ("auto", "tier-rule", "seed"):
+        if req.draft not in routing.POLICIES:
             kind = KIND_OF.get(sources.find(req.draft).name)
             if kind is None:
                 raise APIError(400, f"a fleet drafts as {', '.join(KINDS)}, not {req.draft!r}", param="draft")
@@ -193,7 +193,7 @@ class Fleet:
                 raise APIError(400, f"this fleet has no {kind!r} endpoint: it has {', '.join(sorted(kinds))}",
                                param="draft")
             return kind, f"asked for {kind}", tier, cls
-        if req.draft in ("tier-rule", "seed"):
+        if req.draft == "tier-rule":
             kind = KIND_OF[routing.TIER_RULE[tier]]
             return kind, f"tier rule: tier {tier} -> {kind}", tier, cls
         prefs = [k for k in preference(tier, grounded) if k in kinds] or ["plain"]
@@ -226,18 +226,6 @@ class Fleet:
             put(Failed(e))
         finally:
             put(END)
-
-    def run(self, req: Request, cancel: threading.Event):
-        import queue
-
-        from .model_thread import END, Failed
-
-        q: queue.Queue = queue.Queue()
-        threading.Thread(target=self.start, args=(req, cancel, q.put), daemon=True).start()
-        while (ev := q.get()) is not END:
-            if isinstance(ev, (APIError, Failed)):
-                raise ev if isinstance(ev, APIError) else ev.error
-            yield ev
 
     def _answer(self, req: Request, cancel: threading.Event, put) -> None:
         kind, reason, tier, cls = self.route(req)
@@ -289,9 +277,7 @@ class Fleet:
         if req.stop:
             body["stop"] = req.stop
         if req.kind == "chat":
-            msgs = ([{"role": "system", "content": req.system}] if req.system else []) + req.history
-            body["messages"] = msgs + [{"role": "user", "content": req.prompt}]
-            path = "/v1/chat/completions"
+            body["messages"], path = req.messages(), "/v1/chat/completions"
         else:
             body["prompt"], path = req.prompt, "/v1/completions"
         timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
@@ -327,14 +313,10 @@ class Fleet:
             tps = (usage.get("completion_tokens", n) - 1) / took if took > 0 else 0.0
             timings = {"predicted_n": usage.get("completion_tokens", n), "predicted_per_second": round(tps, 2),
                        "measured_by": "specquant"}
-        greedy = req.temperature == 0
         info = dict(route, drafted=drafted, accepted=accepted,
-                    acceptance_rate=round(accepted / drafted, 4) if drafted else 0.0,
-                    tokens_per_s=round(tps, 2), identical_by_construction=bool(rep.exact and greedy),
-                    exact=rep.exact)
-        info["note"] = ("greedy: token for token the plain endpoint's answer" if info["identical_by_construction"]
-                        else "sampled from the target's own distribution" if rep.exact
-                        else "this endpoint is not declared exact: rare near-ties may differ")
+                    acceptance_rate=round(accepted / drafted, 4) if drafted else 0.0, tokens_per_s=round(tps, 2),
+                    **exactness(rep.exact, req.temperature == 0, "the plain endpoint's answer", "the target's",
+                                "this endpoint is not declared exact"))
         yield Final("stop" if reason == "stop" else "length", usage.get("prompt_tokens", 0),
                     usage.get("completion_tokens", n), info,
                     {k: timings[k] for k in ("prompt_n", "predicted_n", "predicted_ms", "predicted_per_second",

@@ -14,9 +14,6 @@ from .server import Delta, Final, UpstreamError, sse_chunks
 from .service import DRAFT_ALIASES, DRAFT_CHOICES, Loading, Settings
 from .speculative import InputError, Stats
 
-API_DRAFT = {"auto": "auto", "tier rule": "tier-rule", "Q4": "q4", "Q8": "q8", "Q4_0": "q4_0", "lookup": "lookup",
-             "none": "none"}  # the page's choice -> the server's draft field
-
 
 class RemoteService:
     def __init__(self, url: str, timeout: float = 300.0):
@@ -120,7 +117,8 @@ class RemoteService:
                 "draft_len": "auto" if settings.k in (None, "", "auto") else int(settings.k)}
         if settings.tier:
             raise InputError("setting the tier needs the model in this process, not a server")
-        routed = API_DRAFT[choice]
+        policy, forced = DRAFT_CHOICES[choice]
+        routed = forced or policy  # the server's draft field: a forced source, or the policy
         yield {"type": "analysis", "analysis": analyze(prompt).to_dict(), "label": routed, "model": self.url,
                "decision": {"policy": "server", "draft": routed, "reason": f"{self.url} decides when the run starts"}}
         done = {}
@@ -172,8 +170,7 @@ class RemoteExecutor:
     def run(self, req, cancel):
         from .server import APIError
 
-        body = {"messages": ([{"role": "system", "content": req.system}] if req.system else []) + req.history
-                + [{"role": "user", "content": req.prompt}], "max_tokens": req.max_tokens,
+        body = {"messages": req.messages(), "max_tokens": req.max_tokens,
                 "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "draft": req.draft,
                 "draft_len": req.draft_len if req.draft_len == "auto" else int(req.draft_len)}
         if req.stop:

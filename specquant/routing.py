@@ -24,6 +24,12 @@ POLICIES = ("auto", "tier-rule")
 POLICY_ALIASES = {"seed": "tier-rule"}  # the rule's first name (it clashed with the sampler's seed)
 
 
+def as_policy(name: str) -> str | None:
+    """The policy ``name`` means ("seed": the tier rule), or None when it names none."""
+    name = POLICY_ALIASES.get(name, name)
+    return name if name in POLICIES else None
+
+
 def policy_name(policy: str) -> str:
     """The policy a name means ("seed" is the tier rule's old name); ValueError for an unknown one."""
     name = POLICY_ALIASES.get(policy, policy)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import sources
+from . import routing, sources
 from .model_thread import END, MODELS, Failed
 from .speculative import Done, InputError
 
@@ -61,8 +61,13 @@ class Request:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
-    draft: str = "auto"
+    draft: str = "auto"  # a policy (routing.POLICIES) or a draft source's name
     draft_len: str = "auto"
+
+    def messages(self) -> list[dict]:
+        """The chat as OpenAI messages: the system message, the earlier turns, the new prompt."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.history + [{"role": "user", "content": self.prompt}]
 
 
 def _number(body: dict, name: str, default, *, lo: float, hi: float, integer: bool = False):
@@ -121,8 +126,8 @@ def _draft_field(body: dict) -> tuple[str, str]:
     if not isinstance(draft, str):
         raise APIError(400, "draft must be a string: auto, none, tier-rule or a source name", param="draft")
     draft = draft.strip().lower() or "auto"
-    src = sources.find(draft)
-    if draft not in ("auto", "tier-rule", "seed") and src is None:
+    draft = routing.as_policy(draft) or draft  # a policy by its one name ("seed" is the tier rule)
+    if draft not in routing.POLICIES and sources.find(draft) is None:
         # a remote client names a source; a model file path is for the one who starts the server
         raise APIError(400, f"unknown draft {draft!r}: use auto, none, tier-rule or one of {sources.names()}",
                        param="draft")
@@ -221,6 +226,15 @@ class StopText:
         return out
 
 
+def exactness(exact: bool, greedy: bool, answer: str, model: str, why_not: str) -> dict:
+    """What a response says of its exactness: identical to ``answer`` by construction (greedy on exact
+    verify passes), sampled from ``model``'s own distribution, or ``why_not``."""
+    same = exact and greedy
+    note = (f"greedy: token for token {answer}" if same else f"sampled from {model} own distribution" if exact
+            else f"{why_not}: rare near-ties may differ")
+    return {"identical_by_construction": same, "exact": exact, "note": note}
+
+
 # --- the in-process executor ----------------------------------------------------------------
 def model_id(spec: str | None) -> str:
     """The name clients use for the served model: the family or repo as given, a file's stem."""
@@ -276,8 +290,7 @@ class InProcess:
         yield from MODELS.iterate(lambda: self._answer(eng, req, cancel))
 
     def _answer(self, eng, req: Request, cancel: threading.Event) -> Iterator[Start | Delta | Final]:
-        policy, forced = {"auto": ("auto", None), "tier-rule": ("tier-rule", None),
-                          "seed": ("tier-rule", None)}.get(req.draft, ("auto", req.draft))
+        policy, forced = (req.draft, None) if req.draft in routing.POLICIES else ("auto", req.draft)
         with eng.lock:
             if cancel.is_set():
                 return
@@ -323,11 +336,8 @@ class InProcess:
         info = dict(route, drafted=st.drafted, accepted=st.accepted,
                     acceptance_rate=round(st.acceptance_rate, 4), tokens_per_pass=round(st.tokens_per_pass, 3),
                     tokens_per_s=round(st.tokens_per_s, 2), ttft_ms=round(st.ttft_s * 1e3, 1),
-                    identical_by_construction=bool(eng.exact and req.temperature == 0),
-                    exact=bool(eng.exact))
-        info["note"] = ("greedy: token for token the FP16 model's own answer" if info["identical_by_construction"]
-                        else "sampled from the FP16 model's own distribution" if eng.exact
-                        else "this build's verify passes are not exact: rare near-ties may differ")
+                    **exactness(bool(eng.exact), req.temperature == 0, "the FP16 model's own answer",
+                                "the FP16 model's", "this build's verify passes are not exact"))
         timings = {"prompt_n": st.prompt_tokens, "predicted_n": st.tokens, "predicted_ms": round(st.wall_s * 1e3, 2),
                    "predicted_per_second": round(st.tokens_per_s, 2), "draft_n": st.drafted,
                    "draft_n_accepted": st.accepted}
