@@ -229,12 +229,8 @@ class Engine:
         return out
 
     def _cached_costs(self, model, curve: Costs | None = None) -> Costs:
-        f = cache_dir() / "calibration.json"
         k = self._calibration_key(model)
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            data = {}
+        data = _read_calibrations()
         hit = data.get(k)
         if hit and time.time() - hit.get("at", 0) < CALIBRATION_MAX_AGE_S and hit.get("v") == CALIBRATION_VERSION:
             c = Costs.from_dict(hit)
@@ -249,31 +245,16 @@ class Engine:
             return c
         data[k] = {**c.to_dict(), "at": time.time(), "v": CALIBRATION_VERSION,
                    "conditions": {"others_cpu_share": busy, "threads": getattr(self.target, "n_threads", None)}}
-        try:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            os.replace(tmp, f)
-        except OSError:
-            pass  # a read-only cache only costs a re-measurement next time
+        _write_calibrations(data)
         return c
 
     def _forget_calibration(self) -> None:
         """Drop this target's entries from the calibration cache (every draft's: they share its curve)."""
-        f = cache_dir() / "calibration.json"
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            return
+        data = _read_calibrations()
         mine = source_id(self.target.path) + "|"
         kept = {k: v for k, v in data.items() if not k.startswith(mine)}
         if len(kept) != len(data):
-            try:
-                tmp = f.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(kept, indent=1))
-                os.replace(tmp, f)
-            except OSError:
-                pass
+            _write_calibrations(kept)
 
     def auto_sources(self) -> list[str]:
         return sources.auto_sources(self.backend, sibling=bool(self.sibling))
@@ -412,9 +393,9 @@ class Engine:
         if isinstance(src, ModelDraft):  # this run's settings on its own copy (the model is shared)
             src = copy.copy(src)
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
-        if isinstance(src, SuffixDraft) and (private or src.cache is not self.answers):
+        if isinstance(src, SuffixDraft) and private:  # this run's copy reads and feeds no cache
             src = copy.copy(src)
-            src.cache = None if private else self.answers
+            src.cache = None
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
 
@@ -487,6 +468,26 @@ class Engine:
                 "calibration_note": self.calibration_note, "recalibrated": self.stale,
                 "exactness": "yes (exact)" if self.exact else GPU_INEXACT_SHORT if self.target.on_gpu
                 else BUILD_INEXACT_SHORT}
+
+
+def _read_calibrations() -> dict:
+    """The calibration cache (cache_dir()/calibration.json): key -> costs; empty when there is none."""
+    try:
+        return json.loads((cache_dir() / "calibration.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_calibrations(data: dict) -> None:
+    """Replace the calibration cache whole (a reader never sees half a file)."""
+    f = cache_dir() / "calibration.json"
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, f)
+    except OSError:
+        pass  # a read-only cache only costs a re-measurement next time
 
 
 def _on_done(events: Iterator[Step | Done], then) -> Iterator[Step | Done]:
