@@ -10,6 +10,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def write_result(res: dict, out: str | Path) -> Path:
     """Write a benchmark's result as JSON (making the folder) and say where."""
     out = Path(out)

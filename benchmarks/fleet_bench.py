@@ -21,19 +21,13 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, write_result  # noqa: E402 - also puts the project on sys.path
+from common import ROOT, free_port, write_result  # noqa: E402 - also puts the project on sys.path
+
+from native_compare import llama_bench_tg  # noqa: E402
 
 from specquant.fleet import load_fleet  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.server import wait_ready  # noqa: E402
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _complete(url: str, prompt: str, n: int, ignore_eos: bool = False, draft: str | None = None) -> dict:
@@ -50,16 +44,6 @@ def _complete(url: str, prompt: str, n: int, ignore_eos: bool = False, draft: st
     return r.json()
 
 
-def llama_bench_tg(binary_dir: Path, model: Path, n: int, threads: int) -> float:
-    import json
-
-    lib_bench = binary_dir / "llama-bench-installed"
-    tool = lib_bench if lib_bench.exists() else binary_dir / "llama-bench"
-    out = subprocess.run([str(tool), "-m", str(model), "-p", "0", "-n", str(n), "-t", str(threads), "-r", "3",
-                          "-o", "json"], check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out)[0]["avg_ts"])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -71,9 +55,9 @@ def main() -> int:
     server = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_llama_server.py")], check=True,
                             stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
     tmp = Path(tempfile.mkdtemp(prefix="specquant-fleet-bench-"))
-    toml, port = tmp / "fleet.toml", _free_port()
+    toml, port = tmp / "fleet.toml", free_port()
     up = subprocess.Popen([sys.executable, "-m", "specquant", "fleet", "up", "--model", "demo", "--kinds",
-                           "plain,lookup", "--port", str(_free_port() + 20), "--llama-server", server,
+                           "plain,lookup", "--port", str(free_port() + 20), "--llama-server", server,
                            "--out", str(toml)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = [up]
     res: dict = {"max_tokens": args.max_tokens, "rounds": args.rounds}
@@ -99,8 +83,9 @@ def main() -> int:
         _complete(plain_url, q, 8)
         ratios = []
         bin_dir = Path(server).parent
+        tool = "llama-bench-installed" if (bin_dir / "llama-bench-installed").exists() else "llama-bench"
         for _ in range(args.rounds):
-            tg = llama_bench_tg(bin_dir, ms.target, args.max_tokens, threads)
+            tg = llama_bench_tg(bin_dir, ms.target, args.max_tokens, threads, tool)
             ep = _complete(plain_url, q, args.max_tokens, ignore_eos=True)["timings"]["predicted_per_second"]
             ratios.append(ep / tg)
         res["plain_vs_llama_bench"] = {"median": statistics.median(ratios), "rounds": ratios}
@@ -142,7 +127,7 @@ def main() -> int:
               f"{gl:.3f}x, in-process lookup {gp:.3f}x (routed / in-process: {gf / gp:.3f})", flush=True)
 
         # 3. -np 4: aggregate throughput at 4 clients vs 1
-        port4 = _free_port()
+        port4 = free_port()
         p4 = subprocess.Popen([server, "-m", str(ms.target), "--host", "127.0.0.1", "--port", str(port4), "-c", "8192",
                                "-np", "4", "-t", str(threads), "--no-webui"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

@@ -26,6 +26,9 @@ from pathlib import Path
 
 from common import ROOT, write_result  # noqa: E402 - also puts the project on sys.path
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from build_llama_server import relink  # noqa: E402
+
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.control import DraftControl  # noqa: E402
 from specquant.engine import Engine  # noqa: E402
@@ -62,17 +65,10 @@ def installed_bench(bin_dir: Path) -> Path | None:
     if not link.is_file() or not (lib / "libllama.so").exists():
         return None
     out = bin_dir / "llama-bench-installed"
-    cmd = link.read_text().strip()
-    swap = {r"-o \S+": f"-o {out}", r"\S*/src/libllama\.a": f"-L{lib} -Wl,--disable-new-dtags,-rpath,{lib} -lllama"}
-    swap.update({rf"\S*/lib{name}\.a": f"-l{name}" for name in ("ggml", "ggml-cpu", "ggml-base")})
-    for pat, rep in swap.items():
-        cmd, n = re.subn(pat, lambda _m, rep=rep: rep, cmd)
-        if n != 1:
-            print(f"llama-bench's link line has changed ({pat!r} found {n} times): no relinked llama-bench", flush=True)
-            return None
-    done = subprocess.run(cmd, shell=True, cwd=tools, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"relinking llama-bench against {lib} failed:\n{done.stderr[-1500:]}", flush=True)
+    try:
+        relink(tools, "llama-bench", out, lib)  # the link scripts/build_llama_server.py makes for llama-server
+    except SystemExit as e:
+        print(f"{e}: no relinked llama-bench", flush=True)
         return None
     return out
 

@@ -26,7 +26,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, write_result  # noqa: E402 - also puts the project on sys.path
+from common import ROOT, free_port, write_result  # noqa: E402 - also puts the project on sys.path
 from rehearsal_costs import NAME, prepare  # noqa: E402
 
 REPO = "bartowski/SmolLM2-1.7B-Instruct-GGUF"
@@ -108,12 +107,6 @@ def check_resume(hub: Hub, work: Path, source: Path) -> dict:
     return {"file": fname, "bytes": size, "dropped_at": int(size * 0.6), "requests": gets,
             "resumed_from": resumed_from, "bytes_fetched_twice": int(size * 0.6) - resumed_from,
             "seconds": round(took, 1), "identical_bytes": same}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Memory(threading.Thread):

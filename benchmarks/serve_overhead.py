@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import threading
 import time
 
-from common import write_result  # noqa: E402 - also puts the project on sys.path
+from common import free_port, write_result  # noqa: E402 - also puts the project on sys.path
 
 from specquant.model_thread import MODELS  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
@@ -31,9 +30,7 @@ from specquant.speculative import Done  # noqa: E402
 def _serve(executor) -> str:
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(executor), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
