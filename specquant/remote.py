@@ -11,7 +11,7 @@ import time
 from typing import Iterator
 
 from .server import Delta, Final, UpstreamError, sse_chunks
-from .service import DRAFT_ALIASES, DRAFT_CHOICES, Loading, Settings
+from .service import Loading, Settings, checked
 from .speculative import InputError, Stats
 
 
@@ -105,11 +105,7 @@ class RemoteService:
         """The page's events (as ``Service.compare``), from two requests to the server."""
         from .complexity import analyze
 
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("the prompt is empty: type a question or pick an example")
-        choice = DRAFT_ALIASES.get(settings.draft, settings.draft)
-        if choice not in DRAFT_CHOICES:
-            raise InputError(f"unknown draft choice {settings.draft!r}")
+        policy, forced = checked(prompt, settings)
         if settings.alone:
             raise InputError("running a quantized copy alone needs the model in this process, not a server")
         body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": settings.max_tokens,
@@ -117,7 +113,6 @@ class RemoteService:
                 "draft_len": "auto" if settings.k in (None, "", "auto") else int(settings.k)}
         if settings.tier:
             raise InputError("setting the tier needs the model in this process, not a server")
-        policy, forced = DRAFT_CHOICES[choice]
         routed = forced or policy  # the server's draft field: a forced source, or the policy
         yield {"type": "analysis", "analysis": analyze(prompt).to_dict(), "label": routed, "model": self.url,
                "decision": {"policy": "server", "draft": routed, "reason": f"{self.url} decides when the run starts"}}

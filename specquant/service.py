@@ -41,6 +41,19 @@ class Settings:
     alone: str | None = None  # also run this quantized copy alone (q4_0, q8): its own, faster, answer
 
 
+def checked(prompt, settings: Settings) -> tuple[str, str | None]:
+    """A comparison's input checked: (policy, forced draft) for ``settings.draft`` (the page's choice,
+    or "seed", the tier rule's first name); InputError for an empty prompt or a bad setting."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt is empty: type a question or pick an example")
+    choice = DRAFT_ALIASES.get(settings.draft, settings.draft)
+    if choice not in DRAFT_CHOICES:
+        raise InputError(f"unknown draft choice {settings.draft!r}")
+    if not isinstance(settings.max_tokens, int) or settings.max_tokens < 1:
+        raise InputError("max new tokens must be at least 1")
+    return DRAFT_CHOICES[choice]
+
+
 @dataclass
 class Loading:
     """Model loading state, readable from any thread."""
@@ -168,17 +181,11 @@ class Service:
         """Events: analysis, then plain steps and plain_done, then spec steps and spec_done,
         (with ``settings.alone``: alone steps and alone_done, the quantized copy decoding by
         itself) then summary. Each is a dict of plain data. ``stop`` ends the run within one step."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("the prompt is empty: type a question or pick an example")
-        if settings.draft not in DRAFT_CHOICES:
-            raise InputError(f"unknown draft choice {settings.draft!r}")
-        if not isinstance(settings.max_tokens, int) or settings.max_tokens < 1:
-            raise InputError("max new tokens must be at least 1")
+        policy, forced = checked(prompt, settings)
         eng = self.engine(settings.model)  # waits for loading here, not on the model thread
-        yield from MODELS.iterate(lambda: self._compare(eng, prompt, settings, stop))
+        yield from MODELS.iterate(lambda: self._compare(eng, prompt, settings, policy, forced, stop))
 
-    def _compare(self, eng: Engine, prompt: str, settings: Settings, stop) -> Iterator[dict]:
-        policy, forced = DRAFT_CHOICES[DRAFT_ALIASES.get(settings.draft, settings.draft)]
+    def _compare(self, eng: Engine, prompt: str, settings: Settings, policy, forced, stop) -> Iterator[dict]:
         k = None if settings.k in (None, "", "auto") else settings.k
         with eng.lock:
             if settings.alone:

@@ -211,3 +211,15 @@ def test_the_router_weighs_costs_at_the_level_runs_have_seen(tiny_paths):
     assert d.draft == "none" and "prompt lookup" in d.reason
     ctl = eng.control("lookup", "auto")  # and a run starts from the same view
     assert ctl._costs().T(9) == pytest.approx(6.0)
+
+
+def test_a_comparison_takes_the_tier_rules_old_name_and_refuses_bad_input():
+    from specquant.service import Settings, checked
+    from specquant.speculative import InputError
+
+    assert checked("hi", Settings(draft="seed")) == checked("hi", Settings(draft="tier rule")) == ("tier-rule", None)
+    assert checked("hi", Settings(draft="Q4_0")) == ("auto", "q4_0")
+    for prompt, settings, words in (("  ", Settings(), "empty"), ("hi", Settings(draft="q5"), "unknown draft"),
+                                    ("hi", Settings(max_tokens=0), "at least 1")):
+        with pytest.raises(InputError, match=words):
+            checked(prompt, settings)
