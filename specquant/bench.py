@@ -276,7 +276,8 @@ def _prompt_entry(p: dict, r: _Rounds) -> dict:
         if later:  # a conversation's later turns alone: they draft from the earlier turns too
             row["later_turns_speedup"] = statistics.median(later)
         if decision is not None:
-            row.update(decision=decision.draft, decision_k=decision.k, tier=decision.tier, reason=decision.reason)
+            row.update(decision=decision.draft, decision_k=decision.k, decision_k_start=decision.k_start,
+                       tier=decision.tier, reason=decision.reason)
         entry["runs"][name] = row
     entry["oracle"] = _oracle(entry, r.plains, ref)
     return entry

@@ -14,9 +14,11 @@ It weighs three things, each measured or stated where it comes from:
   the engine has seen answers run to) or what it has already reached, if longer. A model
   draft that can afford nothing more stops for the rest of the run (a restart pays for
   catching the draft up on everything since), and one whose prefill of the prompt would cost
-  more than half of what it is expected to save never starts; a free source (prompt lookup)
+  more than what would leave it at the bar never starts; a free source (prompt lookup)
   only pauses: a later proposal with stronger evidence is verified when its miss fits what
-  is left of the same allowance.
+  is left of the same allowance. Whether a bet pays, and at which length, is ``costs.best_k``
+  against ``costs.BET_MIN_GAIN``: the router's scorer and bar, so a model draft the router chose
+  is one the controller runs.
 * probes: while no pass of this engine has checked what a 2-token pass costs, a free source's
   proposal is tried now and then as the shortest bet (one drafted token) when that bet's miss
   fits the allowance, so a calibration that priced passes too high (taken while the machine
@@ -32,7 +34,8 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 
-from .costs import Costs, best_k, expected_speedup
+from .acceptance import DEFAULT_PRIOR_WEIGHT, Tally
+from .costs import BET_MIN_GAIN, Costs, best_k
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 48 tokens the patched llama.cpp's float
 # matmuls on ARM CPUs, and past 63 its CPU attention, take kernels that sum differently from
@@ -45,14 +48,6 @@ MAX_DRAFT = 32
 # and GPU measured: docs/measurements.md).
 LOSS_SHARE = 0.03
 LOSS_FLOOR = 0.5
-# A bet is placed when expected to gain at least this much. A free source's bet rests on its own
-# estimate as it is: a cautious bound (1.5 standard errors low, while a miss cost a whole verify pass
-# of 1.5-2 steps) kept copies a token long, and one early miss kept a kind of match below the bar for
-# good; with passes of 2-5 tokens at 1.0-1.5 steps, the allowance bounds what a wrong estimate can lose
-# (held-out prompts, Zen 4: lookup k=auto 1.07x with the bound, 1.16x without; k=4 1.16x).
-BET_MIN_GAIN = 1.2
-# A model draft's prefill of the prompt must be expected to pay back this many times over.
-PREFILL_PAYBACK = 2.0
 # Plain steps kept among a model draft's steps until the run has timed this many (its own
 # reference for the ledger), one every REFERENCE_EVERY steps.
 REFERENCE_STEPS = 3
@@ -175,7 +170,7 @@ class DraftControl:
     """
 
     def __init__(self, k: int | str = "auto", *, k_max: int = 8, costs: Costs | None = None,
-                 prior: float = 0.7, prior_weight: float = 4.0, free_draft: bool = False,
+                 prior: float = 0.7, prior_weight: float = DEFAULT_PRIOR_WEIGHT, free_draft: bool = False,
                  drift: Drift | None = None, source: str = "draft", expected: int | None = None):
         if k != "auto":
             if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_DRAFT:
@@ -197,8 +192,7 @@ class DraftControl:
         """A run begins: its prompt is ``prompt_len`` tokens, its answer at most ``max_tokens``
         and expected to run to ``expected`` (default: the length given when the controller was
         made, else ``max_tokens``)."""
-        self.attempts = 0  # draft positions examined by the target
-        self.kept = 0
+        self.tally = Tally()  # draft positions the target examined in this run, and kept
         self.history: list[int] = []
         self.dropped = ""  # why drafting stopped (a model draft: for the rest of this run)
         self.probes = 0
@@ -215,12 +209,7 @@ class DraftControl:
     # --- estimates ------------------------------------------------------------------------
     @property
     def acceptance(self) -> float:
-        return (self.kept + self.prior * self.prior_weight) / (self.attempts + self.prior_weight)
-
-    def _acceptance_ucb(self) -> float:
-        n = self.attempts + self.prior_weight
-        a = self.acceptance
-        return min(1.0, a + math.sqrt(a * (1 - a) / (n + 1)))
+        return self.tally.estimate(self.prior, self.prior_weight)
 
     def _costs(self) -> Costs:
         """The calibrated costs, at the level observed lately."""
@@ -229,13 +218,12 @@ class DraftControl:
 
     def _check_prefill(self, prompt_len: int, max_tokens: int) -> None:
         c = self._costs()
-        k, s = best_k(c, self.acceptance, self.k_max, BET_MIN_GAIN)
-        if not k:
+        if not best_k(c, self.acceptance, self.k_max, BET_MIN_GAIN).k:
             return  # not expected to pay at all: the first step says so
-        saved = max_tokens * c.T(1) * (1 - 1 / s)
-        if prompt_len * c.draft_prefill * PREFILL_PAYBACK > saved:
-            self.dropped = (f"the draft's prefill of the {prompt_len}-token prompt would cost more than half "
-                            f"of what drafting is expected to save")
+        bet = best_k(c, self.acceptance, self.k_max, 0.0, answer=(prompt_len, max_tokens))
+        if bet.speedup < BET_MIN_GAIN:
+            self.dropped = (f"the draft's prefill of the {prompt_len}-token prompt would leave drafting at "
+                            f"{bet.speedup:.2f}x over the answer, below the {BET_MIN_GAIN:.2f}x a bet must promise")
 
     @staticmethod
     def miss_cost(c: Costs, k: int) -> float:
@@ -271,9 +259,9 @@ class DraftControl:
         the longest whose complete miss the run can afford: the cut bet is a probe, and a hit
         lets the next bets be longer. Failing that, a probe of the price of a pass length no
         pass has checked yet (one drafted token, at most once in PROBE_EVERY tokens)."""
-        if best_k(c, later, n, BET_MIN_GAIN, first)[0]:
+        if best_k(c, later, n, BET_MIN_GAIN, first).k:
             room = self._affordable(c, n)
-            k = best_k(c, later, room, 0.0, first)[0] if room else 0
+            k = best_k(c, later, room, 0.0, first).k if room else 0
             if k:
                 return k
         return self._probe(c, n)
@@ -281,7 +269,7 @@ class DraftControl:
     def _probe(self, c: Costs, n: int) -> int:
         """Free sources only: a model draft would pay for catching up on every token since its last
         proposal; its costs are checked at load instead (``Engine.costs``)."""
-        if (not self.free_draft or n < 1 or self.attempts or self.drift.observed(2, self.costs)
+        if (not self.free_draft or n < 1 or self.tally.examined or self.drift.observed(2, self.costs)
                 or self.ledger.tokens - self._last_probe < PROBE_EVERY):
             return 0  # (a drafted pass of this run, or an earlier run's, has told the price already)
         if self.miss_cost(c, 1) > self.ledger.allowance_s():
@@ -295,7 +283,8 @@ class DraftControl:
         k = self._bet(c, self.acceptance, self.k_max)
         if k:
             return k
-        if not best_k(c, self._acceptance_ucb(), self.k_max, BET_MIN_GAIN)[0]:  # not even optimistically
+        hopeful = self.tally.optimistic(self.prior, self.prior_weight)
+        if not best_k(c, hopeful, self.k_max, BET_MIN_GAIN).k:  # not even optimistically
             self.dropped = (f"drafting is not expected to pay here (at acceptance {self.acceptance:.2f}, with a "
                             f"draft step at {c.draft_step / c.T(1):.2f} of a target step)")
         elif not self._affordable(c, self.k_max):
@@ -322,9 +311,7 @@ class DraftControl:
         """What a step did: tokens drafted and kept, seconds spent drafting (catch-up
         included, the draft's first prefill not) and verifying."""
         self.ledger.record(drafted, accepted, draft_s + verify_s)
-        if drafted:
-            self.attempts += min(accepted + 1, drafted)
-            self.kept += accepted
+        self.tally.add(drafted, accepted)
         if not self.auto:
             return
         if verify_s > 0:

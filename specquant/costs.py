@@ -6,13 +6,18 @@ predecessors were), drafting ``k`` tokens yields on average
 ``E(k) = (1 - a^(k+1)) / (1 - a)`` tokens per target pass, at a cost of
 ``k * c_draft + c_round + T(k+1)`` where ``T(n)`` is the time of a target pass over ``n``
 tokens. Plain decoding is ``k = 0``: one token per ``T(1)``. Pure functions and one
-measurement routine; the online controller that uses them is ``control.py``.
+measurement routine.
+
+``best_k`` is the one scorer of "does drafting pay, and at which length": the router calls it to
+choose a source before a run (``routing.decide``), the online controller at each step of the run
+(``control.py``), with the bars below.
 """
 from __future__ import annotations
 
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple
 
 from .drafts import top_probability
 
@@ -98,14 +103,41 @@ def expected_speedup(costs: Costs, a: float, k: int, first: float | None = None)
     return e / (costs.draft_cost(k) + costs.round_cost(k + 1)) * costs.T(1)
 
 
-def best_k(costs: Costs, a: float, k_max: int, min_gain: float = 1.0, first: float | None = None) -> tuple[int, float]:
-    """The draft length with the highest expected speed-up; 0 (plain) unless one beats
-    ``min_gain``."""
-    best = (0, min_gain)
-    for k in range(1, k_max + 1):
-        s = expected_speedup(costs, a, k, first)
-        if s > best[1] + 1e-9:
-            best = (k, s)
+# The bars a bet must clear. A draft is verified (and a model draft chosen, or run at all) only
+# when expected to gain BET_MIN_GAIN at its best length: a cautious bound on a free source's
+# estimate kept its copies a token long (held-out prompts, Zen 4: lookup k=auto 1.07x with the
+# bound, 1.16x without); the run's loss allowance bounds what a wrong estimate costs. A free source
+# (prompt lookup) is chosen to run at a lower bar, FREE_MIN_GAIN: choosing it verifies nothing by
+# itself, and each of its proposals must then clear BET_MIN_GAIN on its own evidence.
+BET_MIN_GAIN = 1.2
+FREE_MIN_GAIN = 1.02
+
+
+class Bet(NamedTuple):
+    k: int  # draft length; 0: plain decoding
+    speedup: float  # expected, over plain decoding
+
+
+def with_prefill(c: Costs, speedup: float, answer: tuple[int, int] | None) -> float:
+    """A decoding speed-up over a whole answer of ``answer[1]`` tokens once the draft's prefill
+    of an ``answer[0]``-token prompt is paid (nothing for a free source)."""
+    if not answer or not c.draft_prefill or speedup <= 0:
+        return speedup
+    n_prompt, n_new = answer
+    plain = n_new * c.T(1)
+    return plain / (plain / speedup + n_prompt * c.draft_prefill)
+
+
+def best_k(costs: Costs, a: float, ks: int | Iterable[int], min_gain: float = 1.0, first: float | None = None,
+           answer: tuple[int, int] | None = None) -> Bet:
+    """The draft length (of 1..ks, or of the lengths ``ks``) with the highest expected speed-up,
+    a model draft's prefill of the prompt included where ``answer`` = (prompt tokens, new tokens)
+    is given; (0, min_gain) unless one beats ``min_gain``."""
+    best = Bet(0, min_gain)
+    for k in (range(1, ks + 1) if isinstance(ks, int) else ks):
+        s = with_prefill(costs, expected_speedup(costs, a, k, first), answer)
+        if s > best.speedup + 1e-9:
+            best = Bet(k, s)
     return best
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from backends.base import BackendError, Model
 
+from .acceptance import MATCH_PRIOR_WEIGHT, Tally
 from .sampling import Sampler
 
 #: llama.cpp's own bound for pairing models whose vocabularies differ only in padding
@@ -155,12 +156,11 @@ def top_probability(logits: np.ndarray, top: int | None = None) -> float:
 # by match length (5 = 5 or more) and by where the match was (prompt / answer so far):
 #   2: 59% then 72% / 39% then 66%      3: 62% then 79% / 64% then 67%
 #   4: 65% then 86% / 67% then 68%      5: 90% then 91% / 78% then 82%
-# They are each kind's prior, worth MATCH_PRIOR_WEIGHT proposals; a run learns from its own.
+# They are each kind's prior, worth acceptance.MATCH_PRIOR_WEIGHT proposals; a run learns from its own.
 MATCH_PRIOR = {(1, True): (0.20, 0.5), (1, False): (0.24, 0.5), (2, True): (0.59, 0.72), (2, False): (0.39, 0.66),
                (3, True): (0.62, 0.79), (3, False): (0.64, 0.67), (4, True): (0.65, 0.86), (4, False): (0.67, 0.68),
                (5, True): (0.90, 0.91), (5, False): (0.78, 0.82)}
 MATCH_LONG = 5  # longer matches count as this long
-MATCH_PRIOR_WEIGHT = 2.0
 
 
 class PromptLookup(DraftSource):
@@ -183,8 +183,8 @@ class PromptLookup(DraftSource):
     def begin(self, prompt: list[int], sampler: Sampler) -> None:
         self._prompt_len = len(prompt)
         self._clear()
-        # kind -> [first tokens kept, first tokens examined, later kept, later examined]
-        self._record: dict[tuple[int, bool], list[int]] = {}
+        # kind of match -> (its copies' first tokens, and their later tokens given the ones before were kept)
+        self._record: dict[tuple, tuple[Tally, Tally]] = {}
         self._last: tuple[int, bool] | None = None
 
     def _clear(self) -> None:
@@ -216,12 +216,15 @@ class PromptLookup(DraftSource):
         self._last = (min(n, MATCH_LONG), e < self._prompt_len) if n else None
         return Draft(context[e : e + k] if n else [])
 
-    def acceptance(self, kind: tuple[int, bool]) -> tuple[float, float, int]:
+    def prior(self, kind: tuple) -> tuple[float, float]:
+        """A kind of match's acceptance before any copy of it was verified: first token, later ones."""
+        return MATCH_PRIOR[kind]
+
+    def acceptance(self, kind: tuple) -> tuple[float, float, int]:
         """(first token's acceptance, each later one's, proposals seen) for a kind of match."""
-        k1, n1, kc, nc = self._record.get(kind, (0, 0, 0, 0))
-        p1, pc = MATCH_PRIOR[kind]
-        w = MATCH_PRIOR_WEIGHT
-        return (k1 + p1 * w) / (n1 + w), (kc + pc * w) / (nc + w), n1
+        first, later = self._record.get(kind) or (Tally(), Tally())
+        p1, pc = self.prior(kind)
+        return (first.estimate(p1, MATCH_PRIOR_WEIGHT), later.estimate(pc, MATCH_PRIOR_WEIGHT), first.examined)
 
     def estimate(self, draft: Draft) -> tuple[float, float, int] | None:
         return self.acceptance(self._last) if self._last and draft.tokens else None
@@ -229,12 +232,10 @@ class PromptLookup(DraftSource):
     def accepted(self, n_drafted: int, n_accepted: int) -> None:
         if not (n_drafted and self._last):
             return
-        rec = self._record.setdefault(self._last, [0, 0, 0, 0])
-        rec[0] += n_accepted > 0
-        rec[1] += 1
+        first, later = self._record.setdefault(self._last, (Tally(), Tally()))
+        first.add(1, min(n_accepted, 1))
         if n_accepted:
-            rec[2] += n_accepted - 1
-            rec[3] += min(n_accepted + 1, n_drafted) - 1
+            later.add(n_drafted - 1, n_accepted - 1)
 
     def describe(self) -> dict:
         d = super().describe()

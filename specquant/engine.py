@@ -23,6 +23,7 @@ from backends import BackendError, Model, load_model
 from backends.base import VERIFY_CHECKED
 
 from . import routing, sources
+from .acceptance import RUN_PRIOR_WEIGHT
 from .control import MAX_DRAFT, DraftControl, Drift
 from .costs import Costs, busy_meter, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft
@@ -287,20 +288,9 @@ class Engine:
         costs = {s: self.drift.apply(self.costs(s), s) for s in names}  # at the level runs see lately
         grounded = routing.is_grounded(prompt)
         decision = routing.decide(t, costs, policy=policy, grounded=grounded, book=self.book,
-                                  draft_override=draft, k_override=k_over,
+                                  draft_override=draft, k_override=k_over, tier_set=tier is not None,
                                   answer=(n_prompt or len(self.prompt_tokens(prompt)), max_tokens))
-        decision.grounded = grounded
-        if tier is not None:
-            decision.reason += " (tier set by you)"
         return analysis, decision
-
-    def plan(self, decision) -> dict:
-        """Run settings that carry out a decision: draft, k, and the acceptance prior."""
-        if decision.draft == "none":
-            return {"draft": "none", "k": 1}
-        if decision.adaptive:
-            return {"draft": decision.draft, "k": "auto", "prior": decision.acceptance}
-        return {"draft": decision.draft, "k": decision.k}
 
     def answer(self, prompt: str, *, policy: str = "auto", tier: str | None = None, draft: str | None = None,
                k=None, max_tokens: int = 128, chat: bool = True, stop=None, history: list[dict] | None = None,
@@ -314,7 +304,7 @@ class Engine:
         tokens = self.prompt_tokens(prompt, chat=chat, history=history, system=system)
         analysis, decision = self.route(prompt, policy=policy, tier=tier, draft=draft, k=k, max_tokens=max_tokens,
                                         n_prompt=len(tokens))
-        plan = self.plan(decision)
+        plan = decision.run_settings()
         route_s = time.perf_counter() - t0
         if plan["draft"] != "none":
             self.control(plan["draft"], plan["k"])
@@ -325,9 +315,8 @@ class Engine:
     def record(self, decision, done) -> None:
         """Learn what the chosen source achieved, for later decisions."""
         if decision.draft not in ("none", "") and done.stats.drafted:
-            st = done.stats
             self.book.record(decision.draft, routing.evidence(decision.draft, decision.tier, decision.grounded),
-                             st.accepted + st.rejections, st.accepted)
+                             done.stats.tally)
 
     def control(self, spec: str, k, prior: float | None = None) -> DraftControl:
         k = parse_k(k)
@@ -336,7 +325,7 @@ class Engine:
             return DraftControl(k)
         # The router's guess: evidence should overrule it fast. (Prompt lookup judges each
         # copy by its own record of that kind of match instead.)
-        belief = {"prior": prior, "prior_weight": 2.0} if prior is not None else {}
+        belief = {"prior": prior, "prior_weight": RUN_PRIOR_WEIGHT} if prior is not None else {}
         return DraftControl("auto", costs=self.costs(spec), free_draft=src.free, drift=self.drift.copy(),
                             source=self.key(spec), expected=self.expected_answer(), **belief)
 

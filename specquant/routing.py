@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from . import sources
-from .control import BET_MIN_GAIN
-from .costs import Costs, expected_speedup
+from .acceptance import BOOK_PRIOR_WEIGHT, Tally
+from .costs import BET_MIN_GAIN, FREE_MIN_GAIN, Costs, best_k
 
 TIER_RULE = {"low": "q4", "medium": "q8", "high": "none"}
 TIER_RULE_K = 4
@@ -44,8 +44,6 @@ TIERS = ("low", "medium", "high")
 GROUNDED_LOOKUP = 0.75
 # Simple prompts are predicted more easily; the prior's error rate scales with the tier.
 TIER_ERROR_SCALE = {"low": 0.8, "medium": 1.0, "high": 1.3}
-PRIOR_WEIGHT = 8.0  # observations worth the prior
-MIN_GAIN = 1.02  # drafting must be expected to beat plain decoding by this much
 
 _GROUNDED_WORDS = re.compile(
     r"\b(summari[sz]e|rewrite|rephrase|paraphrase|edit|fix|refactor|rename|translate|proofread|correct|"
@@ -76,25 +74,34 @@ def prior_acceptance(source: str, tier: str, grounded: bool) -> float:
     return max(0.01, min(0.995, 1 - err))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Decision:
+    """Which draft a run uses and how, built once by ``decide`` and run as built (``run_settings``)."""
+
     draft: str  # "q8", "q4", "q4_0", "lookup", "none", or a draft spec / path
-    k: int | str  # draft length: an int, or "auto" for adaptive control
+    k: int | str  # what the run does: a draft length, or "auto" (adapted to the acceptance seen); 0: no draft
     policy: str  # "auto", "tier-rule" or "override"
     tier: str
-    expected_speedup: float
-    acceptance: float | None
-    draft_cost: float | None  # one draft step, as a fraction of a target step
     reason: str
-    candidates: list[dict] = field(default_factory=list)
+    expected_speedup: float = 1.0
+    acceptance: float | None = None  # the acceptance believed: the run's prior
+    draft_cost: float | None = None  # one draft step, as a fraction of a target step
+    k_start: int = 0  # with k = "auto": the length expected to pay best as the run starts
+    grounded: bool = False  # the prompt carries material to copy from (what the run's acceptance is filed under)
+    candidates: tuple = ()
 
     @property
     def adaptive(self) -> bool:
         """Run with k adapted to the acceptance seen (auto), or with exactly ``k``."""
-        return self.k == "auto" or (self.policy == "auto" and not self.k_fixed)
+        return self.k == "auto"
 
-    k_fixed: bool = False  # the user fixed k
-    grounded: bool = False  # the prompt carries material to copy from (what the run's acceptance is filed under)
+    def run_settings(self) -> dict:
+        """The run that carries out this decision: draft, k, and (adapted) the acceptance prior."""
+        if self.draft == "none":
+            return {"draft": "none", "k": 1}
+        if self.adaptive:
+            return {"draft": self.draft, "k": "auto", "prior": self.acceptance}
+        return {"draft": self.draft, "k": self.k}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,35 +122,21 @@ def evidence(source: str, tier: str, grounded: bool) -> str:
 
 
 class AcceptanceBook:
-    """What each draft source achieved on this machine, per kind of prompt (``evidence``): draft
-    positions the target examined and how many of them it kept (per-position acceptance, as the
-    cost model uses)."""
+    """What each draft source achieved on this machine, per kind of prompt (``evidence``): a
+    ``Tally`` of the draft positions the target examined and kept, fed each run's own."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.counts: dict[tuple[str, str], list[int]] = {}
+        self.counts: dict[tuple[str, str], Tally] = {}
 
-    def record(self, source: str, kind: str, examined: int, accepted: int) -> None:
-        if examined <= 0:
+    def record(self, source: str, kind: str, tally: Tally) -> None:
+        if tally.examined <= 0:
             return
         with self._lock:
-            c = self.counts.setdefault((source, kind), [0, 0])
-            c[0] += examined
-            c[1] += accepted
+            self.counts.setdefault((source, kind), Tally()).merge(tally)
 
     def estimate(self, source: str, kind: str, prior: float) -> float:
-        examined, accepted = self.counts.get((source, kind), (0, 0))
-        return (accepted + prior * PRIOR_WEIGHT) / (examined + PRIOR_WEIGHT)
-
-
-def with_prefill(c: Costs, speedup: float, answer: tuple[int, int] | None) -> float:
-    """A decoding speed-up over a whole answer of ``answer[1]`` tokens once the draft's prefill
-    of an ``answer[0]``-token prompt is paid (nothing for prompt lookup)."""
-    if not answer or not c.draft_prefill or speedup <= 0:
-        return speedup
-    n_prompt, n_new = answer
-    plain = n_new * c.T(1)
-    return plain / (plain / speedup + n_prompt * c.draft_prefill)
+        return self.counts.get((source, kind), Tally()).estimate(prior, BOOK_PRIOR_WEIGHT)
 
 
 def _sentence(draft: str, k, speedup: float, cost: float | None, acc: float | None) -> str:
@@ -167,14 +160,17 @@ def decide(
     draft_override: str | None = None,
     k_override: int | str | None = None,
     answer: tuple[int, int] | None = None,
+    tier_set: bool = False,
 ) -> Decision:
     """costs: measured costs per available draft source (keys like "q8", "q4_0", "lookup").
     answer: (prompt tokens, most new tokens): a model draft must first prefill the prompt,
-    which the expectation then includes."""
+    which the expectation then includes. tier_set: the tier was chosen by the user."""
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}: use low, medium or high")
     policy = policy_name(policy)
     book = book or AcceptanceBook()
+    mark = " (tier set by you)" if tier_set else ""
+    common = {"tier": tier, "grounded": grounded}
 
     def acc_for(src):
         return book.estimate(src, evidence(src, tier, grounded), prior_acceptance(src, tier, grounded))
@@ -185,79 +181,89 @@ def decide(
         return c.draft_step / c.T(1) if c and c.verify and not free else None
 
     fixed = k_override is not None and k_override != "auto"
+    lengths = [k_override] if fixed else k_max
     if draft_override:
         d = draft_override.lower()
-        k = k_override if fixed else "auto"
         if d in ("none", "plain"):
-            return Decision("none", 0, "override", tier, 1.0, None, None, f"no draft (chosen by you); tier {tier}")
+            return Decision(draft="none", k=0, policy="override", reason=f"no draft (chosen by you); tier {tier}{mark}",
+                            **common)
+        k = k_override if fixed else "auto"
         acc = acc_for(d) if d in costs else None
-        exp = None
-        if d in costs and costs[d].verify:  # with k = auto: the best length's expectation
-            ks = [k] if isinstance(k, int) else range(1, k_max + 1)
-            exp = max(with_prefill(costs[d], expected_speedup(costs[d], acc, j), answer) for j in ks)
+        bet = best_k(costs[d], acc, lengths, 0.0, answer=answer) if d in costs and costs[d].verify else None
         reason = f"{sources.label(d)} draft, k={k} (chosen by you)"
-        if exp is not None:
-            reason += f": expected {exp:.2f}x here"
-        return Decision(d, k, "override", tier, exp or 0.0, acc, rel_cost(d), reason + f"; tier {tier}", k_fixed=fixed)
+        if bet is not None:  # with k = auto: the best length's expectation
+            reason += f": expected {bet.speedup:.2f}x here"
+        return Decision(draft=d, k=k, policy="override", reason=reason + f"; tier {tier}{mark}",
+                        expected_speedup=bet.speedup if bet else 0.0, acceptance=acc, draft_cost=rel_cost(d),
+                        k_start=bet.k if bet and not fixed else 0, **common)
 
     if policy == "tier-rule":
         d = TIER_RULE[tier]
-        k = k_override if fixed else (TIER_RULE_K if d != "none" else 0)
         if d == "none":
-            return Decision("none", 0, "tier-rule", tier, 1.0, None, None, f"tier rule: tier {tier} -> no draft")
+            return Decision(draft="none", k=0, policy="tier-rule", reason=f"tier rule: tier {tier} -> no draft{mark}",
+                            **common)
+        k = k_override if fixed else TIER_RULE_K
         acc = acc_for(d)
-        exp = expected_speedup(costs[d], acc, k) if d in costs and isinstance(k, int) else 0.0
-        return Decision(d, k, "tier-rule", tier, exp, acc, rel_cost(d),
-                        f"tier rule: tier {tier} -> {sources.label(d)} draft, k={k}"
-                        + (f" (expected {exp:.2f}x here)" if exp else ""), k_fixed=True)
+        exp = best_k(costs[d], acc, [k], 0.0, answer=answer).speedup if d in costs and costs[d].verify else 0.0
+        return Decision(draft=d, k=k, policy="tier-rule",
+                        reason=f"tier rule: tier {tier} -> {sources.label(d)} draft, k={k}"
+                        + (f" (expected {exp:.2f}x here)" if exp else "") + mark,
+                        expected_speedup=exp, acceptance=acc, draft_cost=rel_cost(d), **common)
 
     candidates = []
     for src, c in costs.items():
         if not c.verify:
             continue
         acc = acc_for(src)
-        ks = [k_override] if fixed else range(1, k_max + 1)
-        best = max(((with_prefill(c, expected_speedup(c, acc, k), answer), k) for k in ks), default=(0.0, 0))
-        candidates.append({"draft": src, "k": best[1], "expected_speedup": round(best[0], 4),
+        bet = best_k(c, acc, lengths, 0.0, answer=answer)
+        candidates.append({"draft": src, "k": bet.k, "expected_speedup": round(bet.speedup, 4),
                            "acceptance": round(acc, 4), "draft_cost": rel_cost(src)})
     candidates.sort(key=lambda x: -x["expected_speedup"])
     # A model draft must clear the controller's bar for a bet, or the run would stop it at once.
-    paying = [x for x in candidates if x["expected_speedup"] >= (MIN_GAIN if x["draft_cost"] is None else BET_MIN_GAIN)]
+    paying = [x for x in candidates
+              if x["expected_speedup"] >= (FREE_MIN_GAIN if x["draft_cost"] is None else BET_MIN_GAIN)]
+    tail = f"; tier {tier}{', grounded prompt' if grounded else ''}{mark}"
     if not paying:
-        return _below_the_bar(candidates, costs, book, tier, grounded, k_max)
+        return _below_the_bar(candidates, costs, book, lengths, tail, common)
     top = paying[0]
-    k = top["k"]
     how = "" if fixed else " to start, adapted to the acceptance seen"
-    return Decision(top["draft"], k, "auto", tier, top["expected_speedup"], top["acceptance"], top["draft_cost"],
-                    _sentence(top["draft"], k, top["expected_speedup"], top["draft_cost"], top["acceptance"])
-                    + f"{how}; tier {tier}{', grounded prompt' if grounded else ''}", candidates, k_fixed=fixed)
+    return Decision(draft=top["draft"], k=top["k"] if fixed else "auto", policy="auto",
+                    reason=_sentence(top["draft"], top["k"], top["expected_speedup"], top["draft_cost"],
+                                     top["acceptance"]) + how + tail,
+                    expected_speedup=top["expected_speedup"], acceptance=top["acceptance"],
+                    draft_cost=top["draft_cost"], k_start=0 if fixed else top["k"], candidates=tuple(candidates),
+                    **common)
 
 
-def _below_the_bar(candidates: list[dict], costs: dict[str, Costs], book: AcceptanceBook, tier: str, grounded: bool,
-                   k_max: int) -> Decision:
+def _below_the_bar(candidates: list[dict], costs: dict[str, Costs], book: AcceptanceBook, lengths, tail: str,
+                   common: dict) -> Decision:
     """Policy auto's choice when no source is expected to clear its bar. A free source is still
     tried where its copies pay: prompt lookup costs nothing until the answer repeats the prompt,
     verifies a copy only after matches it can trust and stops copying when copies fail, so how
     often it copies is found in the run, not guessed from a prior. What a copy keeps: what its
     copies kept in runs here, or, before any, on grounded prompts. Else no draft."""
-    floor = [x for x in candidates if x["draft_cost"] is None and max(
-        expected_speedup(costs[x["draft"]], book.estimate(x["draft"], evidence(x["draft"], tier, grounded),
-                                                          GROUNDED_LOOKUP), k)
-        for k in range(1, k_max + 1)) >= MIN_GAIN]
-    tail = f"; tier {tier}{', grounded prompt' if grounded else ''}"
+
+    def copies_pay(src):
+        kept = book.estimate(src, evidence(src, common["tier"], common["grounded"]), GROUNDED_LOOKUP)
+        return best_k(costs[src], kept, lengths, FREE_MIN_GAIN).k > 0
+
+    floor = [x for x in candidates if x["draft_cost"] is None and copies_pay(x["draft"])]
     if floor:
         top, why = floor[0], _best([x for x in candidates if x["draft_cost"] is not None], 2)
-        return Decision(top["draft"], top["k"], "auto", tier, 1.0, top["acceptance"], None,
-                        f"{sources.label(top['draft'])}, k={top['k']} to start, adapted to the acceptance seen: "
-                        f"no draft model is expected at the {BET_MIN_GAIN:.2f}x a model draft must promise here"
+        fixed = not isinstance(lengths, int)
+        return Decision(draft=top["draft"], k=top["k"] if fixed else "auto", policy="auto",
+                        reason=f"{sources.label(top['draft'])}, k={top['k']} to start, adapted to the acceptance "
+                        f"seen: no draft model is expected at the {BET_MIN_GAIN:.2f}x a model draft must promise here"
                         f"{f' (best: {why})' if why else ''}, but prompt "
                         "lookup is free: it drafts only where the answer repeats the prompt and stops when its "
-                        f"copies fail, so where nothing repeats it costs little{tail}", candidates)
+                        f"copies fail, so where nothing repeats it costs little{tail}",
+                        acceptance=top["acceptance"], k_start=0 if fixed else top["k"], candidates=tuple(candidates),
+                        **common)
     why = _best(candidates, 3)
-    return Decision("none", 0, "auto", tier, 1.0, None, None,
-                    "no draft: nothing is expected to beat plain decoding by enough on this machine (a model "
-                    f"draft must be expected at {BET_MIN_GAIN:.2f}x, prompt lookup at {MIN_GAIN:.2f}x)"
-                    + (f"; best: {why}" if why else ""), candidates)
+    return Decision(draft="none", k=0, policy="auto",
+                    reason="no draft: nothing is expected to beat plain decoding by enough on this machine (a model "
+                    f"draft must be expected at {BET_MIN_GAIN:.2f}x, prompt lookup at {FREE_MIN_GAIN:.2f}x)"
+                    + (f"; best: {why}" if why else "") + tail, candidates=tuple(candidates), **common)
 
 
 def _best(candidates: list[dict], n: int) -> str:

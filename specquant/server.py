@@ -307,7 +307,7 @@ class InProcess:
                 raise APIError(400, str(e)) from None
             d, a = ans.decision, ans.analysis
             route = {"tier": a.tier, "policy": d.policy, "draft": d.draft, "draft_label": sources.label(d.draft),
-                     "k": d.k, "reason": d.reason, "expected_speedup": round(d.expected_speedup, 3),
+                     "k": d.k, "k_start": d.k_start, "reason": d.reason, "expected_speedup": round(d.expected_speedup, 3),
                      "route_ms": round(ans.route_s * 1e3, 2), "executor": self.name}
             yield Start(route)
             cut, used = StopText(req.stop), 0

@@ -14,6 +14,7 @@ from typing import Iterator
 
 from backends.base import Model
 
+from .acceptance import Tally
 from .control import DraftControl
 from .drafts import Draft, DraftSource
 from .sampling import Sampler
@@ -99,10 +100,16 @@ class Stats:
         return self.tokens / self.target_passes if self.target_passes else 0.0
 
     @property
+    def tally(self) -> Tally:
+        """Draft positions the target examined (each kept one, and the first rejected one of a pass),
+        and those it kept: the run's acceptance as every other record counts it."""
+        return Tally(self.accepted + self.rejections, self.accepted)
+
+    @property
     def position_acceptance(self) -> float:
         """Per-position acceptance: kept / draft positions the target examined."""
-        seen = self.accepted + self.rejections
-        return self.accepted / seen if seen else 0.0
+        t = self.tally
+        return t.kept / t.examined if t.examined else 0.0
 
     @property
     def plain_step_s(self) -> float | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from .drafts import MATCH_LONG, MATCH_PRIOR, MATCH_PRIOR_WEIGHT, Draft, PromptLookup
+from .drafts import MATCH_LONG, MATCH_PRIOR, Draft, PromptLookup
 from .sampling import Sampler
 
 MAX_MATCH = 8  # the longest match looked for; longer ones count as this long (SuffixDecoding's tree goes
@@ -173,12 +173,9 @@ class SuffixDraft(PromptLookup):
         self._last = (min(n, MATCH_LONG), e < self._prompt_len) if n else None
         return Draft(context[e : e + k] if n else [])
 
-    def acceptance(self, kind) -> tuple[float, float, int]:
-        k1, n1, kc, nc = self._record.get(kind, (0, 0, 0, 0))
+    def prior(self, kind: tuple) -> tuple[float, float]:
         n, where = kind
-        p1, pc = CACHE_PRIOR[n] if where == "cache" else MATCH_PRIOR[(n, where)]
-        w = MATCH_PRIOR_WEIGHT
-        return (k1 + p1 * w) / (n1 + w), (kc + pc * w) / (nc + w), n1
+        return CACHE_PRIOR[n] if where == "cache" else MATCH_PRIOR[kind]
 
     def estimate(self, draft: Draft) -> tuple[float, float, int] | None:
         """The kind of match's record, with the first token's acceptance no higher than its share of the

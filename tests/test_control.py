@@ -224,3 +224,48 @@ def test_batches_dearer_than_calibrated_stop_a_marginal_draft(monkeypatch):
     assert steps(dear, 1.5)[-10:] == [0] * 10
     as_calibrated = DraftControl("auto", costs=c, free_draft=True, prior=0.6, prior_weight=1e6, k_max=1)
     assert steps(as_calibrated, 1.25)[-10:] == [1] * 10
+
+
+def test_acceptance_is_one_count_wherever_it_is_kept():
+    # The same passes, told to the run's statistics, its controller, the engine's book and prompt
+    # lookup's record: each counts the draft positions the target examined (the kept ones and the
+    # first rejected one) and the kept ones alike.
+    from specquant.acceptance import Tally
+    from specquant.routing import AcceptanceBook
+    from specquant.speculative import Stats
+
+    passes = [(4, 4), (4, 1), (3, 0), (1, 1), (8, 2)]  # (drafted, kept)
+    stats, ctl, book = Stats(), DraftControl(4), AcceptanceBook()
+    pl, d = _lookup(list(range(100, 120)), list(range(100, 107)))
+    for drafted, kept in passes:
+        stats.record(drafted, kept, draft_s=0.0, verify_s=0.0)
+        ctl.observe(drafted, kept)
+        pl.accepted(drafted, kept)
+    book.record("lookup", "grounded", stats.tally)
+    examined = sum(min(k + 1, n) for n, k in passes)
+    assert stats.tally == ctl.tally == book.counts[("lookup", "grounded")] == Tally(examined, 8)
+    first, later = pl._record[pl._last]  # the first copied token of each pass, then the rest
+    assert (first.examined, first.kept) == (5, 4)
+    assert first.examined + later.examined == examined and first.kept + later.kept == 8
+    assert stats.position_acceptance == pytest.approx(8 / examined)
+
+
+def test_the_router_and_the_controller_score_a_bet_alike():
+    # One scorer (costs.best_k, prefill included) and one bar: the model draft the router chooses
+    # starts at the length the router expected, and one whose prefill the router priced below the
+    # bar is stopped by the controller before its first step, for the same reason.
+    from specquant import routing
+    from specquant.costs import BET_MIN_GAIN
+
+    c = Costs({1: 1.0, 2: 1.05, 3: 1.1, 5: 1.2, 9: 1.6}, draft_step=0.1, draft_prefill=0.02)
+    d = routing.decide("low", {"sibling": c}, answer=(40, 128))
+    assert d.draft == "sibling" and d.k == "auto" and d.expected_speedup >= BET_MIN_GAIN
+    run = d.run_settings()
+    ctl = DraftControl(run["k"], costs=c, prior=run["prior"], prior_weight=2.0)
+    ctl.start(40, 128)
+    assert not ctl.dropped and ctl.next_k() == d.k_start
+    long_prompt = (4000, 128)
+    assert routing.decide("low", {"sibling": c}, answer=long_prompt).draft == "none"
+    forced = DraftControl("auto", costs=c, prior=run["prior"], prior_weight=2.0)
+    forced.start(*long_prompt)
+    assert "prefill" in forced.dropped and forced.next_k() == 0

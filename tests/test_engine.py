@@ -199,13 +199,17 @@ def test_inexact_warning_names_the_gpu_case():
 
 def test_a_run_is_filed_under_the_kind_of_prompt_its_source_depends_on(engine):
     # What lookup kept on a passage to rewrite informs later grounded prompts, not open questions.
-    from types import SimpleNamespace
+    from specquant.acceptance import Tally
+    from specquant.speculative import Done, Stats
 
     material = "Rewrite this text politely:\n\n" + "Send me the report by Friday or else. " * 8
     _, d = engine.route(material, draft="lookup")
     assert d.grounded
-    engine.record(d, SimpleNamespace(stats=SimpleNamespace(drafted=12, accepted=3, rejections=9)))
-    assert engine.book.counts == {("lookup", "grounded"): [12, 3]}
+    stats = Stats()
+    for kept in (1, 0, 2, 0, 0, 0, 0, 0, 0):  # 12 positions examined, 3 kept
+        stats.record(4, kept, draft_s=0.0, verify_s=0.0)
+    engine.record(d, Done(tokens=[], text="", stats=stats, sources=[]))
+    assert engine.book.counts == {("lookup", "grounded"): Tally(12, 3)}
     _, open_q = engine.route("Why is the sky blue?", draft="lookup")
     _, again = engine.route(material, draft="lookup")
     assert again.acceptance < routing.GROUNDED_LOOKUP  # learnt from

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from specquant import hardware, routing
+from specquant.acceptance import Tally
 from specquant.costs import Costs, expected_speedup
 
 CPU = {  # measured shape on 2 CPU cores: drafts cost 0.5-0.7 of a step, verify is steep
@@ -27,7 +28,8 @@ def test_auto_picks_the_argmax_and_says_why():
     assert d.draft == best == "sibling" and d.policy == "auto"
     assert d.expected_speedup == pytest.approx(d.candidates[0]["expected_speedup"])
     assert d.expected_speedup == max(c["expected_speedup"] for c in d.candidates)
-    assert f"k={d.k}" in d.reason and "expected" in d.reason and "draft cost 0.20 of a step" in d.reason
+    assert d.k == "auto" and d.k_start and f"k={d.k_start}:" in d.reason
+    assert "expected" in d.reason and "draft cost 0.20 of a step" in d.reason
 
 
 def test_auto_says_no_draft_when_nothing_pays():
@@ -46,9 +48,9 @@ def test_free_prompt_lookup_is_the_floor_until_runs_here_say_it_fails():
     assert d.draft == "lookup" and d.adaptive and d.expected_speedup == 1.0
     assert "no draft model is expected at the 1.20x a model draft must promise here (best: Q8_0 draft" in d.reason
     assert "free" in d.reason
-    book.record("lookup", "open", examined=100, accepted=60)  # its copies kept 60% here: still worth it
+    book.record("lookup", "open", Tally(100, 60))  # its copies kept 60% here: still worth it
     assert routing.decide("medium", CPU, book=book).draft == "lookup"
-    book.record("lookup", "open", examined=900, accepted=10)  # now 7%: copying open questions loses
+    book.record("lookup", "open", Tally(900, 10))  # now 7%: copying open questions loses
     assert routing.decide("medium", CPU, book=book).draft == "none"
     assert routing.decide("high", CPU, book=book).draft == "none"  # at any tier: copying depends on material
     assert routing.decide("high", CPU, grounded=True, book=book).draft == "lookup"  # which these prompts carry
@@ -60,7 +62,7 @@ def test_acceptance_is_learnt_per_kind_of_prompt_the_source_depends_on():
     assert routing.evidence("lookup", "high", True) == "grounded" and routing.evidence("lookup", "low", False) == "open"
     assert routing.evidence("q8", "high", True) == routing.evidence("q8", "high", False) == "high"
     book = routing.AcceptanceBook()
-    book.record("lookup", "open", examined=2000, accepted=100)
+    book.record("lookup", "open", Tally(2000, 100))
     d = routing.decide("high", CPU, grounded=True, book=book)
     assert d.draft == "lookup" and d.acceptance == pytest.approx(routing.GROUNDED_LOOKUP)
 
@@ -73,7 +75,7 @@ def test_grounded_prompts_bring_prompt_lookup_in():
 def test_measured_acceptance_moves_the_decision():
     book = routing.AcceptanceBook()
     assert routing.decide("high", CPU, grounded=True, book=book).draft == "lookup"
-    book.record("lookup", "grounded", examined=200, accepted=20)  # lookup kept failing here
+    book.record("lookup", "grounded", Tally(200, 20))  # lookup kept failing here
     assert routing.decide("high", CPU, grounded=True, book=book).draft == "none"
 
 
