@@ -14,7 +14,12 @@ Sources replayed:
 * ``recycling``: token recycling (arXiv 2408.08696) as a single chain: after each verified row the
   target's top-8 candidates are remembered for the token that row followed; a draft follows the top
   candidate of each token from the last one. Kept as a source only if its acceptance pays on the cost
-  curves measured (break-even for one token: about 10% at T(2) = 1.1 steps, 30% at T(2) = 1.4).
+  curves measured (break-even for one token: about 10% at T(2) = 1.1 steps, 30% at T(2) = 1.4);
+* ``suffix-1``: the same, with one-token matches too (the weakest kind of match; with greedy decoding
+  token recycling's chain amounts to a one-token match in the answer so far);
+* ``lookup+recycling``: prompt lookup's copy where it has one, else the recycling chain (learning as
+  above): what recycling adds as a fallback, with ``fallback_first`` its first token's acceptance
+  where lookup had nothing.
 
     python benchmarks/draft_replay.py [--prompts FILE] [--max-tokens 96] [--out bench-results/replay.json]
 """
@@ -58,7 +63,7 @@ class Recycling:
         return out
 
 
-def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None, rows=None) -> dict:
+def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None) -> dict:
     """Walk ``answer`` as verify passes with drafts of up to k tokens; ``learn(i)``: feedback after a pass
     that settled the answer up to position i (recycling learns the rows it verified)."""
     i, passes, drafted_by_pos, kept_by_pos = 0, 0, [0] * k, [0] * k
@@ -98,23 +103,46 @@ def main() -> int:
         logits = m.eval([prompt[-1]] + answer[:-1])  # row j: the target's view before answer[j]
         m.reset()
         row = {"id": p["id"], "grounded": bool(p.get("grounded")), "tokens": len(answer), "sources": {}}
-        for name in ("lookup", "suffix", "recycling"):
+        for name in ("lookup", "suffix", "suffix-1", "recycling", "lookup+recycling"):
             for k in KS:
-                if name == "recycling":
+                if "recycling" in name:
                     rec = Recycling()
                     inputs = [prompt[-1]] + answer[:-1]
+                    fallback = {"drafted": 0, "kept": 0}
 
                     def learn(i0, i1, rec=rec, inputs=inputs):
                         rec.learn(inputs[i0:i1], logits[i0:i1])
 
-                    r = replay(lambda ctx, kk, rec=rec: rec.propose(ctx[-1], kk), prompt, answer, k, learn)
+                    if name == "recycling":
+                        def propose(ctx, kk, rec=rec):
+                            return rec.propose(ctx[-1], kk)
+                    else:
+                        pl = PromptLookup()
+                        pl.begin(prompt, Sampler())
+
+                        def propose(ctx, kk, rec=rec, pl=pl, fallback=fallback):
+                            copy = pl.propose(ctx, kk).tokens
+                            if copy:
+                                return copy
+                            d = rec.propose(ctx[-1], kk)
+                            if d:
+                                i = len(ctx) - len(prompt)
+                                fallback["drafted"] += 1
+                                fallback["kept"] += int(d[0] == answer[i])
+                            return d
+                    r = replay(propose, prompt, answer, k, learn)
+                    r["fallback"] = fallback
                 else:
                     src = PromptLookup() if name == "lookup" else SuffixDraft()
+                    if name == "suffix-1":
+                        src.ngram_min = 1
                     src.begin(prompt, Sampler())
                     r = replay(lambda ctx, kk, src=src: src.propose(ctx, kk).tokens, prompt, answer, k)
                 row["sources"].setdefault(name, {})[k] = r
                 t = totals.setdefault(name, {}).setdefault(k, {"passes": 0, "tokens": 0, "drafted_by_pos": [0] * k,
-                                                               "kept_by_pos": [0] * k})
+                                                               "kept_by_pos": [0] * k, "fb_drafted": 0, "fb_kept": 0})
+                t["fb_drafted"] += r.get("fallback", {}).get("drafted", 0)
+                t["fb_kept"] += r.get("fallback", {}).get("kept", 0)
                 t["passes"] += r["passes"]
                 t["tokens"] += r["tokens"]
                 t["drafted_by_pos"] = [a + b for a, b in zip(t["drafted_by_pos"], r["drafted_by_pos"])]
@@ -133,12 +161,17 @@ def main() -> int:
                 t["kept_by_pos"][j] / t["kept_by_pos"][j - 1] if t["kept_by_pos"][j - 1] else None for j in range(1, k)]
             summary[name][k] = {"tokens_per_pass": t["tokens"] / t["passes"], "acceptance_by_pos": acc,
                                 "kept_given_earlier": cond, "drafted_first": t["drafted_by_pos"][0]}
+            if t["fb_drafted"]:
+                summary[name][k]["fallback_first"] = t["fb_kept"] / t["fb_drafted"]
+                summary[name][k]["fallback_drafted"] = t["fb_drafted"]
     print("\nmean tokens per target pass (every pass drafting up to k), and the first position's acceptance:")
-    print(f"{'source':10} " + " ".join(f"k={k:<5d}" for k in KS) + "  first-token acceptance (k=1)")
+    print(f"{'source':17} " + " ".join(f"k={k:<5d}" for k in KS) + "  first-token acceptance (k=1)")
     for name, by_k in summary.items():
         a1 = by_k[1]["acceptance_by_pos"][0]
-        print(f"{name:10} " + " ".join(f"{by_k[k]['tokens_per_pass']:<7.2f}" for k in KS)
-              + f"  {a1:.1%}" if a1 is not None else "  -")
+        fb = by_k[1].get("fallback_first")
+        print(f"{name:17} " + " ".join(f"{by_k[k]['tokens_per_pass']:<7.2f}" for k in KS)
+              + (f"  {a1:.1%}" if a1 is not None else "  -")
+              + (f" (the fallback's, where lookup had nothing: {fb:.1%})" if fb is not None else ""))
     write_result({"model": args.model, "max_tokens": args.max_tokens, "summary": summary, "prompts": per_prompt},
                  args.out)
     return 0

@@ -382,9 +382,8 @@ class Engine:
         if isinstance(src, ModelDraft):  # this run's settings on its own copy (the model is shared)
             src = copy.copy(src)
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
-        if isinstance(src, SuffixDraft) and private:  # this run's copy reads and feeds no cache
-            src = copy.copy(src)
-            src.cache = None
+        if isinstance(src, SuffixDraft):
+            src = src.for_run(private=private, judged=control.auto)
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
 

@@ -18,6 +18,7 @@ the cache is trusted no more than its share of the occurrences.
 """
 from __future__ import annotations
 
+import copy
 import threading
 from collections import deque
 
@@ -27,6 +28,16 @@ from .sampling import Sampler
 MAX_MATCH = 8  # the longest match looked for; longer ones count as this long (SuffixDecoding's tree goes
 #                deeper, but past a few tokens a match's continuation is already settled)
 MIN_MATCH = 2  # a one-token match is a common word: its continuations are noise
+# The shortest match in the context whose copy is proposed where each copy is judged by its kind's record
+# (k = auto; a fixed k verifies every proposal, and gets MIN_MATCH). One-token matches (1; greedy, they are
+# what token recycling's chain proposes: the token that followed this one last time) were measured and left
+# out: replayed along SmolLM2's greedy answers to the bundled prompts (benchmarks/draft_replay.py) they
+# raise tokens per pass at k = 4 from 1.29 to 1.39 if every copy is verified, but their first token is
+# kept about 15-22% of the time, below the controller's bar at this machine's T(2) of 1.02-1.05, so live
+# (benchmarks/one_token_matches.py, 2-core Zen 4, lookup k = auto, 3 rounds) they were hardly ever bet on:
+# bundled 1.131x against 1.130x, held-out 1.095x against 1.126x, tokens per pass 1.29 / 1.32 against
+# 1.29 / 1.31. Set to 1 to measure them again on a machine whose 2-token pass costs one step.
+JUDGED_MIN_MATCH = MIN_MATCH
 MIN_PROB = 0.1  # SuffixDecoding's default min_token_prob: stop where the walk's share falls below it
 RECENT = 64  # occurrences of one n-gram kept per index entry (the latest), bounding a step's work
 CACHE_TOKENS = 32768  # the answer cache's bound, in tokens (prompt tails included); oldest answers go first
@@ -157,6 +168,19 @@ class SuffixDraft(PromptLookup):
     def __init__(self, cache: AnswerCache | None = None):
         self.cache = cache
         super().__init__(ngram_max=MAX_MATCH, ngram_min=MIN_MATCH)
+
+    def for_run(self, *, private: bool, judged: bool) -> "SuffixDraft":
+        """This source as one run uses it: ``private``, reading and feeding no cache; ``judged``, each
+        proposal judged by its kind's record (k = auto), one-token matches proposed too. A copy where that
+        differs from the engine's shared instance."""
+        n_min = JUDGED_MIN_MATCH if judged else MIN_MATCH
+        if not private and n_min == self.ngram_min:
+            return self
+        src = copy.copy(self)
+        src.ngram_min = n_min
+        if private:
+            src.cache = None
+        return src
 
     def begin(self, prompt: list[int], sampler: Sampler) -> None:
         super().begin(prompt, sampler)

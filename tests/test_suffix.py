@@ -2,6 +2,7 @@
 from the last answer, exactly."""
 import pytest
 
+from specquant.drafts import MATCH_PRIOR
 from specquant.sampling import Sampler
 from specquant.suffix import MIN_PROB, AnswerCache, SuffixDraft, walk
 
@@ -44,6 +45,28 @@ def test_in_the_context_suffix_copies_the_latest_occurrence_and_from_earlier_ans
     assert d.tokens == [7, 8, 9]  # 7 three times of three, then 8 twice of three
     first, later, seen = src.estimate(d)
     assert first <= 1.0 and src._shares == [1.0, pytest.approx(2 / 3), 1.0]
+
+
+def test_one_token_matches_are_proposed_only_where_each_copy_is_judged(monkeypatch):
+    # A one-token match's copy is the weakest kind: under k = auto the controller would judge it by its
+    # kind's record; a fixed k would verify it whatever it is worth, so it is never proposed there. (Left
+    # out by default: measured not to pay on the CPUs measured; benchmarks/one_token_matches.py.)
+    from specquant import suffix
+
+    assert suffix.JUDGED_MIN_MATCH == suffix.MIN_MATCH == 2
+    monkeypatch.setattr(suffix, "JUDGED_MIN_MATCH", 1)
+    shared = SuffixDraft(AnswerCache())
+    prompt = [5, 6, 7, 8]
+    judged, fixed = shared.for_run(private=False, judged=True), shared.for_run(private=False, judged=False)
+    assert fixed is shared and judged is not shared and judged.cache is shared.cache
+    for src in (judged, fixed):
+        src.begin(prompt, Sampler())
+    d = judged.propose(prompt + [9, 6], 3)
+    assert d.tokens == [7, 8, 9] and judged._last == (1, True)
+    assert judged.estimate(d)[0] == pytest.approx(MATCH_PRIOR[(1, True)][0])
+    assert fixed.propose(prompt + [9, 6], 3).tokens == []
+    private = shared.for_run(private=True, judged=False)
+    assert private is not shared and private.cache is None and shared.cache is not None
 
 
 def test_answer_cache_keeps_its_bound_oldest_first_and_forgets_dropped_answers():
