@@ -82,6 +82,35 @@ def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None) ->
     return {"passes": passes, "tokens": len(answer), "drafted_by_pos": drafted_by_pos, "kept_by_pos": kept_by_pos}
 
 
+def _answers(eng, prompts, max_tokens):
+    """(prompt, turn, prompt tokens, the target's greedy answer) for each turn of each prompt: a later turn
+    of a conversation (Spec-Bench's multi-turn questions) follows the earlier turns and their answers."""
+    for p in prompts:
+        history = []
+        for turn, text in enumerate(p.get("turns") or [p["prompt"]], 1):
+            prompt = eng.prompt_tokens(text, history=history)
+            done = eng.run(prompt, draft="none", max_tokens=max_tokens, private=True)
+            yield p, turn, prompt, done.tokens
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": done.text}]
+
+
+def columns(rows: list[dict], k: int = 4) -> dict:
+    """Tokens per target pass at draft length k, per source, by column (Spec-Bench's categories, or the
+    bundled set's), over every turn, and over later turns alone."""
+    out: dict[str, dict[str, float]] = {}
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["column"] or "all", []).append(r)
+        if r["turn"] > 1:
+            groups.setdefault("later turns", []).append(r)
+    groups["overall"] = rows
+    for col, part in groups.items():
+        for name in part[0]["sources"]:
+            runs = [r["sources"][name][k] for r in part]
+            out.setdefault(name, {})[col] = sum(x["tokens"] for x in runs) / sum(x["passes"] for x in runs)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", help="a prompt set (default: the bundled one); Spec-Bench's .jsonl too")
@@ -93,16 +122,15 @@ def main() -> int:
     m = eng.target
     totals: dict[str, dict[int, dict]] = {}
     per_prompt = []
-    for p in load_prompts(args.prompts):
-        prompt = eng.prompt_tokens(p["prompt"])
-        answer = eng.run(prompt, draft="none", max_tokens=args.max_tokens, private=True).tokens
+    for p, turn, prompt, answer in _answers(eng, load_prompts(args.prompts), args.max_tokens):
         if len(answer) < 2:
             continue
         m.reset()
         m.prefill(prompt[:-1])
         logits = m.eval([prompt[-1]] + answer[:-1])  # row j: the target's view before answer[j]
         m.reset()
-        row = {"id": p["id"], "grounded": bool(p.get("grounded")), "tokens": len(answer), "sources": {}}
+        row = {"id": p["id"], "turn": turn, "column": p.get("column") or p.get("category"),
+               "grounded": bool(p.get("grounded")), "tokens": len(answer), "sources": {}}
         for name in ("lookup", "suffix", "suffix-1", "recycling", "lookup+recycling"):
             for k in KS:
                 if "recycling" in name:
@@ -148,7 +176,7 @@ def main() -> int:
                 t["drafted_by_pos"] = [a + b for a, b in zip(t["drafted_by_pos"], r["drafted_by_pos"])]
                 t["kept_by_pos"] = [a + b for a, b in zip(t["kept_by_pos"], r["kept_by_pos"])]
         per_prompt.append(row)
-        print(f"{p['id']}: {len(answer)} tokens; tokens per pass at k=4: " + ", ".join(
+        print(f"{p['id']}{f' turn {turn}' if turn > 1 else ''}: {len(answer)} tokens; tokens per pass at k=4: " + ", ".join(
             f"{n} {row['sources'][n][4]['tokens'] / row['sources'][n][4]['passes']:.2f}" for n in row["sources"]),
             flush=True)
     summary = {}
@@ -172,8 +200,15 @@ def main() -> int:
         print(f"{name:17} " + " ".join(f"{by_k[k]['tokens_per_pass']:<7.2f}" for k in KS)
               + (f"  {a1:.1%}" if a1 is not None else "  -")
               + (f" (the fallback's, where lookup had nothing: {fb:.1%})" if fb is not None else ""))
-    write_result({"model": args.model, "max_tokens": args.max_tokens, "summary": summary, "prompts": per_prompt},
-                 args.out)
+    by_column = columns(per_prompt)
+    cols = list(next(iter(by_column.values())))
+    print("\ntokens per target pass at k=4, by column:")
+    print(f"| source | {' | '.join(cols)} |")
+    print("|---|" + "---|" * len(cols))
+    for name, row in by_column.items():
+        print(f"| {name} | " + " | ".join(f"{row[c]:.2f}" for c in cols) + " |")
+    write_result({"model": args.model, "max_tokens": args.max_tokens, "summary": summary, "by_column_k4": by_column,
+                  "prompts": per_prompt}, args.out)
     return 0
 
 

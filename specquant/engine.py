@@ -31,7 +31,7 @@ from .suffix import AnswerCache, SuffixDraft
 from .paths import cache_dir
 from .quantize import normalize_qtype, quantize, source_id
 from .sampling import Sampler
-from .speculative import Done, InputError, Step, decode, finish
+from .speculative import Done, InputError, Step, check_prompt, decode, finish
 
 DEFAULT_P_MIN = 0.5  # with k = auto, a draft token the draft itself doubts ends the draft
 CALIBRATION_TEXT = (
@@ -302,6 +302,7 @@ class Engine:
         turns of the conversation (the analysis reads the new prompt); ``system``: a system message."""
         t0 = time.perf_counter()
         tokens = self.prompt_tokens(prompt, chat=chat, history=history, system=system)
+        check_prompt(self.target, tokens, max_tokens)  # before routing: a prompt too long is said at once
         analysis, decision = self.route(prompt, policy=policy, tier=tier, draft=draft, k=k, max_tokens=max_tokens,
                                         n_prompt=len(tokens))
         plan = decision.run_settings()

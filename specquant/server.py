@@ -26,7 +26,7 @@ from typing import Iterator
 
 from . import routing, sources
 from .model_thread import END, MODELS, Failed
-from .speculative import Done, InputError
+from .speculative import ContextTooLong, Done, InputError
 
 MAX_STOPS = 4  # as OpenAI's API
 LOAD_WAIT_S = 600.0  # a request made while the model loads waits this long for it
@@ -299,10 +299,8 @@ class InProcess:
                                  chat=req.kind == "chat", stop=cancel, history=req.history or None,
                                  system=req.system, temperature=req.temperature, top_p=req.top_p,
                                  seed=req.seed)
-                if len(ans.tokens) > eng.target.n_ctx:
-                    raise APIError(400, f"the prompt is {len(ans.tokens)} tokens, longer than the model's context "
-                                        f"of {eng.target.n_ctx} tokens", param="messages",
-                                   code="context_length_exceeded")
+            except ContextTooLong as e:
+                raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
             except InputError as e:
                 raise APIError(400, str(e)) from None
             d, a = ans.decision, ans.analysis

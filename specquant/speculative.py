@@ -25,6 +25,10 @@ class InputError(ValueError):
     """Bad input from the user (empty prompt, too long, bad settings)."""
 
 
+class ContextTooLong(InputError):
+    """The prompt does not fit the model's context (a served API says so by its own error code)."""
+
+
 @dataclass
 class Step:
     """What one target pass produced."""
@@ -148,15 +152,15 @@ class Done:
     drift: object = None  # ``control.Drift`` as an adaptive run left it, or None
 
 
-def _check(target: Model, prompt: list[int], max_tokens: int) -> None:
+def check_prompt(target: Model, prompt: list[int], max_tokens: int) -> None:
+    """A run's input, checked before it starts (``decode`` checks again as its generator starts)."""
     if not prompt:
         raise InputError("the prompt is empty")
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise InputError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
     if len(prompt) > target.n_ctx:
-        raise InputError(
-            f"the prompt is {len(prompt)} tokens, longer than the context of {target.n_ctx} tokens"
-        )
+        raise ContextTooLong(f"the prompt is {len(prompt)} tokens, longer than the model's context of "
+                             f"{target.n_ctx} tokens")
 
 
 def decode(
@@ -174,7 +178,7 @@ def decode(
     then ``Done``. Without ``draft`` this is plain decoding. ``stop_at_eos=False`` runs to
     ``max_tokens`` regardless (benchmarks, like llama-bench's tg). ``stop`` (anything with
     ``is_set()``, e.g. a threading.Event) ends the run before the next target pass."""
-    _check(target, prompt, max_tokens)
+    check_prompt(target, prompt, max_tokens)
     sampler = sampler or Sampler()
     control = (control or DraftControl(4)) if draft is not None else None
     st, out = Stats(prompt_tokens=len(prompt)), Output(target, stop_at_eos)

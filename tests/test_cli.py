@@ -76,7 +76,7 @@ def test_bad_files(tiny_paths, tmp_path):
     r = cli("--target", str(tiny_paths["F16"]), "--draft", str(tiny_paths["other"]), "--prompt", "hi", check=False)
     assert r.returncode == 2 and "vocabularies differ" in r.stderr
     r = cli("--target", str(tiny_paths["F16"]), "--ctx", "256", "--raw", "--prompt", "word " * 400, check=False)
-    assert r.returncode == 2 and "longer than the context" in r.stderr
+    assert r.returncode == 2 and "longer than the model's context" in r.stderr
 
 
 def test_bench_writes_json_and_markdown(tiny_paths, tmp_path):
@@ -169,7 +169,7 @@ def test_bad_input_writes_nothing_outside_cache_and_data(tiny_paths, tmp_path):
     binary.write_bytes(bytes(range(256)) * 10)
     cases = [
         (["--target", str(tiny_paths["F16"]), "--prompt", "   "], "the prompt is empty"),
-        (["--target", str(tiny_paths["F16"]), "--ctx", "512", "--prompt-file", str(huge)], "longer than the context"),
+        (["--target", str(tiny_paths["F16"]), "--ctx", "512", "--prompt-file", str(huge)], "longer than the model's context"),
         (["--target", str(tiny_paths["F16"]), "--prompt-file", str(binary)], "not text"),
         (["--model", "no-such-family", "--prompt", "hi"], "unknown model family"),
         (["analyze", "   ", "--target", str(tiny_paths["F16"])], "the prompt is empty"),

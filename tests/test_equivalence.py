@@ -165,7 +165,7 @@ def test_prompt_that_fills_the_context(models):
         spec = run(small, prompt, draft=own, control=DraftControl(k), max_tokens=100)
         assert spec.tokens == plain.tokens and spec.stats.finish_reason == "context"
     assert len(run(small, filler[: small.n_ctx], max_tokens=10).tokens) == 1
-    with pytest.raises(InputError, match="longer than the context"):
+    with pytest.raises(InputError, match="longer than the model's context"):
         run(small, filler[: small.n_ctx + 1], max_tokens=10)
 
 
