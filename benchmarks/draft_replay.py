@@ -15,6 +15,8 @@ Sources replayed:
   target's top-8 candidates are remembered for the token that row followed; a draft follows the top
   candidate of each token from the last one. Kept as a source only if its acceptance pays on the cost
   curves measured (break-even for one token: about 10% at T(2) = 1.1 steps, 30% at T(2) = 1.4);
+* ``suffix+others``: suffix drafting with an answer cache holding every *other* question's answers (the
+  question's own never): what SpecQuant's earlier answers add where no question repeats;
 * ``suffix-1``: the same, with one-token matches too (the weakest kind of match; with greedy decoding
   token recycling's chain amounts to a one-token match in the answer so far);
 * ``lookup+recycling``: prompt lookup's copy where it has one, else the recycling chain (learning as
@@ -36,7 +38,7 @@ from specquant.drafts import PromptLookup  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.sampling import Sampler  # noqa: E402
-from specquant.suffix import SuffixDraft  # noqa: E402
+from specquant.suffix import AnswerCache, SuffixDraft  # noqa: E402
 
 KS = range(1, 9)
 TOP = 8  # candidates remembered per token (Token Recycling's table)
@@ -122,16 +124,19 @@ def main() -> int:
     m = eng.target
     totals: dict[str, dict[int, dict]] = {}
     per_prompt = []
-    for p, turn, prompt, answer in _answers(eng, load_prompts(args.prompts), args.max_tokens):
-        if len(answer) < 2:
-            continue
+    recorded = [a for a in _answers(eng, load_prompts(args.prompts), args.max_tokens) if len(a[3]) >= 2]
+    for p, turn, prompt, answer in recorded:
+        others = AnswerCache()  # every other question's answers: what a process that answered them holds
+        for q, _, q_prompt, q_answer in recorded:
+            if q["id"] != p["id"]:
+                others.add(q_prompt, q_answer)
         m.reset()
         m.prefill(prompt[:-1])
         logits = m.eval([prompt[-1]] + answer[:-1])  # row j: the target's view before answer[j]
         m.reset()
         row = {"id": p["id"], "turn": turn, "column": p.get("column") or p.get("category"),
                "grounded": bool(p.get("grounded")), "tokens": len(answer), "sources": {}}
-        for name in ("lookup", "suffix", "suffix-1", "recycling", "lookup+recycling"):
+        for name in ("lookup", "suffix", "suffix+others", "suffix-1", "recycling", "lookup+recycling"):
             for k in KS:
                 if "recycling" in name:
                     rec = Recycling()
@@ -161,7 +166,8 @@ def main() -> int:
                     r = replay(propose, prompt, answer, k, learn)
                     r["fallback"] = fallback
                 else:
-                    src = PromptLookup() if name == "lookup" else SuffixDraft()
+                    src = (PromptLookup() if name == "lookup" else
+                           SuffixDraft(others) if name == "suffix+others" else SuffixDraft())
                     if name == "suffix-1":
                         src.ngram_min = 1
                     src.begin(prompt, Sampler())
