@@ -11,13 +11,11 @@ prompt's is the median over rounds, totals are sums of time. Every answer must e
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
-from common import write_result  # noqa: E402 - also puts the project on sys.path
+from common import prompt_rounds, variant_summary, write_result  # noqa: E402 - also puts the project on sys.path
 
-from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.speculative import finish  # noqa: E402
 
@@ -25,20 +23,11 @@ VARIANTS = ("empty cache", "others' answers")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="demo")
-    ap.add_argument("--prompts", action="append", help="a prompt set (default: the bundled one); repeatable")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--out", default="bench-results/earlier_answers.json")
-    args = ap.parse_args()
-    eng = load_engine(args.model)
+    args, eng = prompt_rounds(__doc__, "bench-results/earlier_answers.json")
     if eng.answers is None:
         print("this engine keeps no answer cache", file=sys.stderr)
         return 2
     kw = {"max_tokens": args.max_tokens}
-    eng.costs("lookup")
-    eng.pass_costs()  # calibration and the floor before any timing
     rows, summary = [], {}
     for path in args.prompts or [None]:
         name = path or "bundled"
@@ -72,22 +61,14 @@ def main() -> int:
                     secs[v][1] += done.stats.wall_s
                     per_pass[v][0] += done.stats.tokens
                     per_pass[v][1] += done.stats.target_passes
-            row = {"id": p["id"], "set": name, "identical": same,
+            row = {"id": p["id"], "set": name, "identical": same, "grounded": bool(p.get("grounded")),
                    **{v: {"speedup": statistics.median(ratios[v]), "plain_s": secs[v][0], "spec_s": secs[v][1],
                           "tokens_per_pass": per_pass[v][0] / max(1, per_pass[v][1])} for v in VARIANTS}}
             part.append(row)
             print(f"{p['id']}: " + ", ".join(f"{v} {row[v]['speedup']:.2f}x ({row[v]['tokens_per_pass']:.2f}/pass)"
                                              for v in VARIANTS) + ("" if same else "  NOT IDENTICAL"), flush=True)
         fill(None)
-        summary[name] = {v: {"speedup": sum(r[v]["plain_s"] for r in part) / sum(r[v]["spec_s"] for r in part),
-                             "worst": min(r[v]["speedup"] for r in part),
-                             "tokens_per_pass": statistics.mean(r[v]["tokens_per_pass"] for r in part)}
-                         for v in VARIANTS}
-        summary[name]["identical"] = f"{sum(r['identical'] for r in part)}/{len(part)}"
-        print(f"\n{name}: " + "; ".join(f"policy auto, {v}: {summary[name][v]['speedup']:.3f}x overall, worst "
-                                        f"{summary[name][v]['worst']:.2f}x, {summary[name][v]['tokens_per_pass']:.2f} "
-                                        "tokens/pass" for v in VARIANTS)
-              + f"; identical {summary[name]['identical']}\n", flush=True)
+        summary[name] = variant_summary(name, part, VARIANTS)
         rows += part
     write_result({"model": args.model, "max_tokens": args.max_tokens, "rounds": args.rounds, "summary": summary,
                   "prompts": rows}, args.out)

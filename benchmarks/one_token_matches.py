@@ -13,30 +13,19 @@ emptied before every run (no run drafts from another's answer).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
-from common import write_result  # noqa: E402 - also puts the project on sys.path
+from common import prompt_rounds, variant_summary, write_result  # noqa: E402 - also puts the project on sys.path
 
 from specquant import suffix  # noqa: E402
-from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 
 VARIANTS = {"2+ tokens": 2, "1+ tokens": 1}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="demo")
-    ap.add_argument("--prompts", action="append", help="a prompt set (default: the bundled one); repeatable")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--out", default="bench-results/one_token_matches.json")
-    args = ap.parse_args()
-    eng = load_engine(args.model)
-    eng.costs("lookup")
-    eng.pass_costs()  # calibration and the floor before any timing
+    args, eng = prompt_rounds(__doc__, "bench-results/one_token_matches.json")
     judged_min = suffix.JUDGED_MIN_MATCH
 
     def run(tokens, variant):
@@ -72,7 +61,7 @@ def main() -> int:
                     passes[v][1] += d.stats.target_passes
             row = {"id": p["id"], "set": path or "bundled", "grounded": bool(p.get("grounded")),
                    "identical": identical,
-                   **{v: {"speedup": statistics.median(ratios[v]), "plain_s": time[v][0], "lookup_s": time[v][1],
+                   **{v: {"speedup": statistics.median(ratios[v]), "plain_s": time[v][0], "spec_s": time[v][1],
                           "tokens_per_pass": passes[v][0] / passes[v][1]} for v in VARIANTS}}
             rows.append(row)
             print(f"{p['id']}: " + ", ".join(f"{v} {row[v]['speedup']:.2f}x ({row[v]['tokens_per_pass']:.2f}/pass)"
@@ -80,17 +69,7 @@ def main() -> int:
     summary = {}
     for s in sorted({r["set"] for r in rows}):
         part = [r for r in rows if r["set"] == s]
-        summary[s] = {v: {"speedup": sum(r[v]["plain_s"] for r in part) / sum(r[v]["lookup_s"] for r in part),
-                          "grounded": (sum(r[v]["plain_s"] for r in part if r["grounded"])
-                                       / max(1e-9, sum(r[v]["lookup_s"] for r in part if r["grounded"]))),
-                          "worst": min(r[v]["speedup"] for r in part),
-                          "tokens_per_pass": statistics.mean(r[v]["tokens_per_pass"] for r in part)}
-                      for v in VARIANTS}
-        summary[s]["identical"] = f"{sum(r['identical'] for r in part)}/{len(part)}"
-        print(f"\n{s}: " + "; ".join(f"{v}: {x['speedup']:.3f}x overall, {x['grounded']:.3f}x grounded, worst "
-                                     f"{x['worst']:.2f}x, {x['tokens_per_pass']:.2f} tokens/pass"
-                                     for v, x in summary[s].items() if v in VARIANTS)
-              + f"; identical {summary[s]['identical']}")
+        summary[s] = variant_summary(s, part, VARIANTS)
     write_result({"model": args.model, "max_tokens": args.max_tokens, "rounds": args.rounds, "summary": summary,
                   "prompts": rows}, args.out)
     return 0
