@@ -1,5 +1,8 @@
 """Routing with injected costs and acceptances, the tier rule, overrides, and hardware."""
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -161,7 +164,21 @@ def test_calibrated_costs_agree_with_direct_measurement(smol_paths, tmp_path, mo
     """On the real SmolLM2 family: the engine's calibration vs timing the same passes directly.
     The two are seconds apart and this VM's speed moves by 20-30% now and then, so a pair that
     disagrees is measured again (up to three times); a calibration that measured the wrong thing
-    disagrees every time."""
+    disagrees every time.
+
+    Run in a process of its own, as a user's calibration is. A full suite run on a clean clone failed
+    here once, the draft's calibrated step 1.5x its direct timing in all three attempts, where the test
+    alone passes: earlier tests in the suite's process call the models from other threads (the served
+    page's model thread), and each calling thread keeps an OpenMP team that can compete for the 2 cores
+    (benchmarks/calling_threads.py). (Running test_server's and test_remote's tests first in one process
+    did not reproduce it; the isolation removes the suite's state from a timing comparison either way.)"""
+    if os.environ.get("SPECQUANT_TEST_ALONE") != "1":
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"{__file__}::test_calibrated_costs_agree_with_direct_measurement"],
+                           env={**os.environ, "SPECQUANT_TEST_ALONE": "1"}, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+        return
     monkeypatch.setenv("SPECQUANT_HOME", str(tmp_path))  # no cached calibration
     from specquant.costs import measure_costs
     from specquant.drafts import top_probability
