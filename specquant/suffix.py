@@ -171,8 +171,8 @@ class SuffixDraft(PromptLookup):
 
     def for_run(self, *, private: bool, judged: bool) -> "SuffixDraft":
         """This source as one run uses it: ``private``, reading and feeding no cache; ``judged``, each
-        proposal judged by its kind's record (k = auto), one-token matches proposed too. A copy where that
-        differs from the engine's shared instance."""
+        proposal judged by its kind's record (k = auto), so matches as short as ``JUDGED_MIN_MATCH`` are
+        proposed (a fixed k gets ``MIN_MATCH``). A copy where that differs from the engine's shared instance."""
         n_min = JUDGED_MIN_MATCH if judged else MIN_MATCH
         if not private and n_min == self.ngram_min:
             return self
