@@ -51,6 +51,7 @@ class Model(ABC):
     n_ctx: int
     eos_ids: frozenset[int]
     on_gpu: bool = False  # the llama.cpp backend: True with layers offloaded to a GPU
+    trees: bool = False  # verifies a tree of drafts in one exact pass (``eval_tree``, ``keep_path``)
 
     def __init__(self) -> None:
         self.tokens: list[int] = []  # what the KV cache holds, position by position
@@ -92,6 +93,14 @@ class Model(ABC):
     @abstractmethod
     def prefill(self, tokens: list[int]) -> np.ndarray | None:
         """Append ``tokens``; return only the last position's logits (None for no tokens)."""
+
+    def eval_tree(self, tokens: list[int], parents: list[int]) -> np.ndarray:
+        """A tree of tokens in one pass (backends with ``trees``; see the llama.cpp backend)."""
+        raise NotImplementedError(f"{self.backend} verifies chains of drafts only")
+
+    def keep_path(self, tokens: list[int], path: list[int]) -> int:
+        """After ``eval_tree``: keep a root-first path's cached prefix; returns its length."""
+        raise NotImplementedError(f"{self.backend} verifies chains of drafts only")
 
     @abstractmethod
     def rollback(self, n_keep: int) -> None:

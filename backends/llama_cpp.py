@@ -68,6 +68,30 @@ def build_id() -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
 
 
+TREE_PATHS = 8  # root-to-leaf paths a tree verified in one pass may have (sequences of the cache)
+
+
+def tree_paths(parents: list[int]) -> tuple[list[int], list[list[int]]]:
+    """Each node's depth, and the tree's root-to-leaf paths (node indices, root first), the path through
+    each node's first child first: it is the cache's own sequence, which ``keep_path`` keeps."""
+    n = len(parents)
+    depth = [0] * n
+    leaf = [True] * n
+    for i in range(1, n):
+        depth[i] = depth[parents[i]] + 1
+        leaf[parents[i]] = False
+    first = 0  # the path of first children (the tree's first tokens when they form a chain) comes first
+    while not leaf[first]:
+        first = parents.index(first)
+    paths = []
+    for i in [first] + [i for i in range(n) if leaf[i] and i != first]:
+        path = [i]
+        while path[-1]:
+            path.append(parents[path[-1]])
+        paths.append(path[::-1])
+    return depth, paths
+
+
 def patched_build() -> bool:
     """llama-cpp-python built by scripts/build_llama_cpp.py (batch-invariant CPU kernels)."""
     return "+specquant" in getattr(_llama(), "__version__", "")
@@ -214,7 +238,13 @@ class LlamaCppModel(Model):
         cp.n_ctx = n_ctx
         cp.n_batch = n_batch
         cp.n_ubatch = n_batch
-        cp.n_seq_max = 1
+        # A tree of drafts is verified in one pass with each root-to-leaf path a sequence of one unified
+        # cache (``eval_tree``). Exact only where attention walks the cells a token sees in cache order
+        # and skips the others: our build's CPU flash attention does (tests/test_tree.py compares every
+        # row with one-token passes); any other build, or a GPU, verifies chains alone.
+        self.trees = patched_build() and n_gpu_layers == 0
+        cp.n_seq_max = TREE_PATHS if self.trees else 1
+        cp.kv_unified = self.trees  # (one cache for every path; a split one would give each a share)
         cp.n_threads = self.n_threads
         cp.n_threads_batch = self.n_threads
         cp.no_perf = True
@@ -237,9 +267,10 @@ class LlamaCppModel(Model):
         self.n_batch = min(int(lc.llama_n_batch(ctx)), int(lc.llama_n_ubatch(ctx)))
         self.n_vocab = self._w.n_vocab
         self.eos_ids = self._w.eos_ids
-        self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self._batch = lc.llama_batch_init(self.n_batch, 0, cp.n_seq_max)
         self._lc = lc
         self._view: tuple[int, np.ndarray] = (0, np.empty((0, self.n_vocab), np.float32))  # see _logits
+        self._tree: tuple[int, int] | None = None  # (first position, paths) of a tree not yet settled
 
     # --- facts ---------------------------------------------------------------------------
     @property
@@ -340,6 +371,63 @@ class LlamaCppModel(Model):
             raise BackendError(f"llama_decode failed with code {rc} at position {pos0} ({n} tokens)")
         self.tokens.extend(tokens)
 
+    def eval_tree(self, tokens: list[int], parents: list[int]) -> np.ndarray:
+        """Append a tree of tokens in one pass: ``tokens[0]`` follows the cache, each later one follows
+        ``tokens[parents[i]]`` (``parents[i] < i``; ``parents[0]`` is -1). Row i of the logits is the
+        model's view after the path from the root to token i, bit-identical to one-token passes along
+        that path. Until ``keep_path``, the cache holds the tree; nothing else may be evaluated."""
+        n = len(tokens)
+        if not self.trees:
+            raise BackendError(f"{self.name}: this build or device verifies chains only")
+        if not n or parents[0] != -1 or any(not 0 <= parents[i] < i for i in range(1, n)):
+            raise ValueError(f"not a tree with its root first: parents {parents}")
+        depth, paths = tree_paths(parents)
+        if len(paths) > TREE_PATHS or n > self.n_batch:
+            raise ValueError(f"a tree of {len(paths)} paths and {n} tokens exceeds {TREE_PATHS} paths or a "
+                             f"{self.n_batch}-token batch")
+        self.check_room(max(depth) + 1)
+        lc, b, pos0 = self._lc, self._batch, len(self.tokens)
+        for s in range(1, len(paths)):  # every path sees the cache so far
+            lc.llama_memory_seq_cp(self._mem, 0, s, -1, -1)
+        seqs: list[list[int]] = [[] for _ in range(n)]
+        for s, path in enumerate(paths):
+            for i in path:
+                seqs[i].append(s)
+        b.n_tokens = n
+        for i, t in enumerate(tokens):
+            b.token[i] = t
+            b.pos[i] = pos0 + depth[i]
+            b.n_seq_id[i] = len(seqs[i])
+            for j, s in enumerate(seqs[i]):
+                b.seq_id[i][j] = s
+            b.logits[i] = True
+        rc = lc.llama_decode(self._ctx, b)
+        if rc != 0:
+            for s in range(1, len(paths)):
+                lc.llama_memory_seq_rm(self._mem, s, -1, -1)
+            lc.llama_memory_seq_rm(self._mem, 0, pos0, -1)
+            raise BackendError(f"llama_decode failed with code {rc} at position {pos0} (a tree of {n} tokens)")
+        self._tree = (pos0, len(paths))
+        return self._logits(lc.llama_get_logits(self._ctx), n).copy()
+
+    def keep_path(self, tokens: list[int], path: list[int]) -> int:
+        """After ``eval_tree(tokens, ...)``: keep the root-first ``path`` (indices into ``tokens``, from
+        0) as far as it lies in the cache as a chain (``path[j] == j``: the tree's first tokens), drop
+        the rest of the tree, and return how many of ``path`` were kept. The caller evaluates the others
+        again with its next pass: a cell's place in the cache is its place in attention's order, and
+        exactness needs that order to be the positions' (a later token must not fill a freed cell before
+        them)."""
+        pos0, n_paths = self._tree
+        kept = 0
+        while kept < len(path) and path[kept] == kept:
+            kept += 1
+        for s in range(1, n_paths):
+            self._lc.llama_memory_seq_rm(self._mem, s, -1, -1)
+        self._lc.llama_memory_seq_rm(self._mem, 0, pos0 + kept, -1)
+        self.tokens.extend(tokens[:kept])
+        self._tree = None
+        return kept
+
     def _parts(self, tokens: list[int]) -> list[list[int]]:
         """``tokens`` in passes that fit the batch llama.cpp granted (n_batch)."""
         return [tokens[i : i + self.n_batch] for i in range(0, len(tokens), self.n_batch)]
@@ -370,6 +458,8 @@ class LlamaCppModel(Model):
         return self._view[1][:rows]
 
     def rollback(self, n_keep: int) -> None:
+        if self._tree is not None:  # a tree left unsettled (a run stopped mid-pass): none of it stays
+            self.keep_path([], [])
         if not self.check_rollback(n_keep):
             return
         if n_keep == 0:

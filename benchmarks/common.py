@@ -69,3 +69,59 @@ def variant_summary(name: str, rows: list[dict], variants) -> dict:
         + f", worst {x['worst']:.2f}x, {x['tokens_per_pass']:.2f} tokens/pass" for v, x in out.items() if v in variants)
         + f"; identical {out['identical']}\n", flush=True)
     return out
+
+
+def variant_rounds(args, eng, variants, run_variant) -> None:
+    """For each prompt of ``args.prompts``: rounds of plain, each variant (``run_variant(tokens, v, p)``
+    returns its ``Done``; the order alternates between rounds) and plain again; each variant's speed-up is
+    against the mean of the round's two plain runs, a prompt's the median over rounds, totals sums of time
+    (``variant_summary``). Every answer must equal the plain one. Writes ``args.out``."""
+    import statistics
+
+    from specquant.prompts import load_prompts
+
+    rows = []
+    for path in args.prompts or [None]:
+        for p in load_prompts(path):
+            tokens = eng.prompt_tokens(p["prompt"])
+            ratios = {v: [] for v in variants}
+            time = {v: [0.0, 0.0] for v in variants}  # plain, variant
+            passes = {v: [0, 0] for v in variants}  # tokens, target passes
+            identical = True
+            for r in range(args.rounds):
+                order = list(variants) if r % 2 == 0 else list(reversed(variants))
+                eng.forget_answers()
+                first = eng.run(tokens, draft="none", max_tokens=args.max_tokens)
+                done = {v: run_variant(tokens, v, p) for v in order}
+                eng.forget_answers()
+                last = eng.run(tokens, draft="none", max_tokens=args.max_tokens)
+                plain_s = (first.stats.wall_s + last.stats.wall_s) / 2
+                for v, d in done.items():
+                    identical &= d.tokens == first.tokens == last.tokens
+                    ratios[v].append((d.stats.tokens / d.stats.wall_s) / (first.stats.tokens / plain_s))
+                    time[v][0] += plain_s
+                    time[v][1] += d.stats.wall_s
+                    passes[v][0] += d.stats.tokens
+                    passes[v][1] += d.stats.target_passes
+            row = {"id": p["id"], "set": path or "bundled", "grounded": bool(p.get("grounded")),
+                   "identical": identical,
+                   **{v: {"speedup": statistics.median(ratios[v]), "plain_s": time[v][0], "spec_s": time[v][1],
+                          "tokens_per_pass": passes[v][0] / passes[v][1]} for v in variants}}
+            rows.append(row)
+            print(f"{p['id']}: " + ", ".join(f"{v} {row[v]['speedup']:.2f}x ({row[v]['tokens_per_pass']:.2f}/pass)"
+                                             for v in variants) + ("" if identical else "  NOT IDENTICAL"), flush=True)
+    summary = {s: variant_summary(s, [r for r in rows if r["set"] == s], variants)
+               for s in sorted({r["set"] for r in rows})}
+    write_result({"model": args.model, "max_tokens": args.max_tokens, "rounds": args.rounds, "summary": summary,
+                  "prompts": rows}, args.out)
+
+
+def lookup_with(eng, args, tokens, module, name, value):
+    """A prompt lookup run (k = auto) with ``module.name`` set to ``value`` while it runs (the answer cache as
+    the caller left it)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        return eng.run(tokens, draft="lookup", k="auto", max_tokens=args.max_tokens)
+    finally:
+        setattr(module, name, old)

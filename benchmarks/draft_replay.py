@@ -34,11 +34,11 @@ import numpy as np
 
 from common import write_result  # noqa: E402 - also puts the project on sys.path
 
-from specquant.drafts import PromptLookup  # noqa: E402
+from specquant.drafts import Draft, PromptLookup  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.sampling import Sampler  # noqa: E402
-from specquant.suffix import AnswerCache, SuffixDraft  # noqa: E402
+from specquant.suffix import WIDTH, AnswerCache, SuffixDraft, top_tokens  # noqa: E402
 
 KS = range(1, 9)
 TOP = 8  # candidates remembered per token (Token Recycling's table)
@@ -65,12 +65,27 @@ class Recycling:
         return out
 
 
-def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None) -> dict:
-    """Walk ``answer`` as verify passes with drafts of up to k tokens; ``learn(i)``: feedback after a pass
-    that settled the answer up to position i (recycling learns the rows it verified)."""
+def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None, feedback=None) -> dict:
+    """Walk ``answer`` as verify passes with drafts of up to k tokens; ``learn(i0, i1)``: feedback after a
+    pass that settled the answer from position i0 up to i1 (recycling learns the rows it verified). A
+    proposal is a list of tokens, or a ``Draft``: a chain, or candidates for the next token side by side
+    (a tree of depth one), after which ``feedback(draft, path)`` says which one was kept, if any; its
+    ``tree_hits[j]`` counts proposals whose candidate j was kept, ``tree_proposals`` all of them."""
     i, passes, drafted_by_pos, kept_by_pos = 0, 0, [0] * k, [0] * k
+    tree_hits, trees = [0] * k, 0
     while i < len(answer):
         d = propose(prompt + answer[:i], min(k, len(answer) - i - 1)) if i < len(answer) - 1 else []
+        if isinstance(d, Draft) and d.parents is not None:
+            assert all(p == -1 for p in d.parents), "replayed trees are candidates for the next token"
+            path = [d.tokens.index(answer[i])] if answer[i] in d.tokens else []
+            trees += 1
+            if path:
+                tree_hits[path[0]] += 1
+            if feedback is not None:
+                feedback(d, path)
+            d = [answer[i]] if path else d.tokens[:1]  # as a chain: one position, kept or not
+        elif isinstance(d, Draft):
+            d = d.tokens
         acc = 0
         while acc < len(d) and d[acc] == answer[i + acc]:
             acc += 1
@@ -81,7 +96,8 @@ def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None) ->
         if learn is not None:
             learn(i, i + acc + 1)
         i += acc + 1
-    return {"passes": passes, "tokens": len(answer), "drafted_by_pos": drafted_by_pos, "kept_by_pos": kept_by_pos}
+    return {"passes": passes, "tokens": len(answer), "drafted_by_pos": drafted_by_pos, "kept_by_pos": kept_by_pos,
+            "tree_hits": tree_hits, "tree_proposals": trees}
 
 
 def _answers(eng, prompts, max_tokens):
@@ -125,22 +141,43 @@ def main() -> int:
     totals: dict[str, dict[int, dict]] = {}
     per_prompt = []
     recorded = [a for a in _answers(eng, load_prompts(args.prompts), args.max_tokens) if len(a[3]) >= 2]
-    for p, turn, prompt, answer in recorded:
-        others = AnswerCache()  # every other question's answers: what a process that answered them holds
-        for q, _, q_prompt, q_answer in recorded:
-            if q["id"] != p["id"]:
-                others.add(q_prompt, q_answer)
+
+    def target_rows(prompt, answer):
         m.reset()
         m.prefill(prompt[:-1])
-        logits = m.eval([prompt[-1]] + answer[:-1])  # row j: the target's view before answer[j]
+        rows = m.eval([prompt[-1]] + answer[:-1])  # row j: the target's view before answer[j]
         m.reset()
+        return rows
+
+    tops = {(p["id"], turn): list(zip([prompt[-1]] + answer[:-1], map(lambda r: top_tokens(r, WIDTH),
+                                                                      target_rows(prompt, answer))))
+            for p, turn, prompt, answer in recorded}  # what token recycling learns along each answer
+    for p, turn, prompt, answer in recorded:
+        others = AnswerCache()  # every other question's answers: what a process that answered them holds
+        learnt = []
+        for q, q_turn, q_prompt, q_answer in recorded:
+            if q["id"] != p["id"]:
+                others.add(q_prompt, q_answer)
+                learnt += tops[(q["id"], q_turn)]
+        logits = target_rows(prompt, answer)
+        inputs = [prompt[-1]] + answer[:-1]
         row = {"id": p["id"], "turn": turn, "column": p.get("column") or p.get("category"),
                "grounded": bool(p.get("grounded")), "tokens": len(answer), "sources": {}}
-        for name in ("lookup", "suffix", "suffix+others", "suffix-1", "recycling", "lookup+recycling"):
+        for name in ("lookup", "suffix", "suffix+others", "suffix-1", "recycling", "lookup+recycling",
+                     "suffix+recycled", "suffix+others+recycled"):
             for k in KS:
-                if "recycling" in name:
+                if name.endswith("recycled"):  # the engine's source as a judged run has it, every proposal verified
+                    others.recycled.clear()  # (learnt along the other answers, afresh for each k)
+                    others.recycled.update(learnt)
+                    src = SuffixDraft(others if "others" in name else None)
+                    src.recycle = True
+                    src.begin(prompt, Sampler())
+
+                    def learn(i0, i1, src=src):
+                        src.verified(inputs[i0:i1], logits[i0:i1])
+                    r = replay(src.propose, prompt, answer, k, learn, src.accepted_tree)
+                elif "recycling" in name:
                     rec = Recycling()
-                    inputs = [prompt[-1]] + answer[:-1]
                     fallback = {"drafted": 0, "kept": 0}
 
                     def learn(i0, i1, rec=rec, inputs=inputs):
@@ -175,6 +212,9 @@ def main() -> int:
                 row["sources"].setdefault(name, {})[k] = r
                 t = totals.setdefault(name, {}).setdefault(k, {"passes": 0, "tokens": 0, "drafted_by_pos": [0] * k,
                                                                "kept_by_pos": [0] * k, "fb_drafted": 0, "fb_kept": 0})
+                t.setdefault("tree_hits", [0] * k)
+                t["tree_hits"] = [a + b for a, b in zip(t["tree_hits"], r["tree_hits"])]
+                t["trees"] = t.get("trees", 0) + r["tree_proposals"]
                 t["fb_drafted"] += r.get("fallback", {}).get("drafted", 0)
                 t["fb_kept"] += r.get("fallback", {}).get("kept", 0)
                 t["passes"] += r["passes"]
@@ -195,6 +235,9 @@ def main() -> int:
                 t["kept_by_pos"][j] / t["kept_by_pos"][j - 1] if t["kept_by_pos"][j - 1] else None for j in range(1, k)]
             summary[name][k] = {"tokens_per_pass": t["tokens"] / t["passes"], "acceptance_by_pos": acc,
                                 "kept_given_earlier": cond, "drafted_first": t["drafted_by_pos"][0]}
+            if t["trees"]:  # recycled candidates: the chance one of the first w is kept, w = 1..k
+                summary[name][k]["recycled_hits"] = [sum(t["tree_hits"][:w]) / t["trees"] for w in range(1, k + 1)]
+                summary[name][k]["recycled_proposals"] = t["trees"]
             if t["fb_drafted"]:
                 summary[name][k]["fallback_first"] = t["fb_kept"] / t["fb_drafted"]
                 summary[name][k]["fallback_drafted"] = t["fb_drafted"]
@@ -206,6 +249,11 @@ def main() -> int:
         print(f"{name:17} " + " ".join(f"{by_k[k]['tokens_per_pass']:<7.2f}" for k in KS)
               + (f"  {a1:.1%}" if a1 is not None else "  -")
               + (f" (the fallback's, where lookup had nothing: {fb:.1%})" if fb is not None else ""))
+    for name, by_k in summary.items():
+        if "recycled_hits" in by_k[WIDTH]:
+            print(f"{name}: recycled candidates kept within the first w (w = 1..{WIDTH}): "
+                  + ", ".join(f"{h:.1%}" for h in by_k[WIDTH]["recycled_hits"])
+                  + f" of {by_k[WIDTH]['recycled_proposals']} proposals (k = {WIDTH})")
     by_column = columns(per_prompt)
     cols = list(next(iter(by_column.values())))
     print("\ntokens per target pass at k=4, by column:")

@@ -35,7 +35,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 
 from .acceptance import DEFAULT_PRIOR_WEIGHT, Tally
-from .costs import BET_MIN_GAIN, Costs, best_k
+from .costs import BET_MIN_GAIN, Costs, best_k, best_width
 
 # Longest draft: a verify pass of up to 33 tokens. (Past 48 tokens the patched llama.cpp's float
 # matmuls on ARM CPUs, and past 63 its CPU attention, take kernels that sum differently from
@@ -307,16 +307,33 @@ class DraftControl:
             self.dropped = ""
         return k
 
-    def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0) -> None:
-        """What a step did: tokens drafted and kept, seconds spent drafting (catch-up
-        included, the draft's first prefill not) and verifying."""
-        self.ledger.record(drafted, accepted, draft_s + verify_s)
+    def keep_width(self, hits: list[float]) -> int:
+        """How many of a tree's candidates for the next token to verify (``Draft.hits``): all of them
+        with a fixed k (up to k); with k = auto, the width the cost model expects to gain
+        BET_MIN_GAIN at, cut to what the run can afford to miss, or none."""
+        if not hits:
+            return 0
+        if not self.auto:
+            return min(len(hits), self.k_fixed or len(hits))
+        c = self._costs()
+        if not best_width(c, hits, BET_MIN_GAIN).k:
+            return 0
+        room = self._affordable(c, len(hits))
+        return best_width(c, hits[:room], 0.0).k if room else 0
+
+    def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0,
+                rows: int | None = None) -> None:
+        """What a step did: draft positions verified and tokens kept, seconds spent drafting
+        (catch-up included, the draft's first prefill not) and verifying; ``rows``: the pass's
+        size where it differs from drafted + 1 (a tree, or tokens evaluated again)."""
+        n = rows or drafted + 1
+        self.ledger.record(n - 1, accepted, draft_s + verify_s)  # (a pass of several rows is never a plain step)
         self.tally.add(drafted, accepted)
         if not self.auto:
             return
         if verify_s > 0:
-            self.drift.observe_target(drafted + 1, verify_s, self.costs, first=not self._level_seen and not drafted)
-            self._level_seen |= drafted == 0
+            self.drift.observe_target(n, verify_s, self.costs, first=not self._level_seen and n == 1)
+            self._level_seen |= n == 1
         if drafted and draft_s > 0 and not self.free_draft and self.costs.draft_step > 0:
             self.drift.observe_draft(self.source, draft_s / self.costs.draft_cost(drafted))
         if drafted and self.ledger.allowance_s() <= 0:

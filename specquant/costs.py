@@ -141,6 +141,18 @@ def best_k(costs: Costs, a: float, ks: int | Iterable[int], min_gain: float = 1.
     return best
 
 
+def best_width(costs: Costs, hits: list[float], min_gain: float = 1.0) -> Bet:
+    """How many candidates for the next token (siblings, each a draft of one token) to verify in one
+    pass of w + 1 tokens, where ``hits[w - 1]`` is the chance one of the first w is the target's: the
+    width with the highest expected speed-up; (0, min_gain) unless one beats ``min_gain``."""
+    best = Bet(0, min_gain)
+    for w, h in enumerate(hits, 1):
+        s = (1.0 + h) / (costs.draft_cost(1) + costs.round_cost(w + 1)) * costs.T(1)
+        if s > best.speedup + 1e-9:
+            best = Bet(w, s)
+    return best
+
+
 def _measure_once(target, draft_model, context: list[int], ns, rounds: int, budget_s: float) -> Costs:
     base = list(context)[: max(1, min(len(context), target.n_ctx - max(ns) - 1))]
     filler = [base[-1]] * max(*ns, 2)  # the draft's catch-up pass is 2 tokens

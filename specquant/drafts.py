@@ -26,6 +26,11 @@ class Draft:
     tokens: list[int]
     probs: np.ndarray | None = None  # [len(tokens), V]: the distributions they were drawn from
     prefill_s: float = 0.0  # of the time taken: the draft's first prefill of the prompt in this run
+    # A tree instead of a chain: tokens[i] follows tokens[parents[i]] (-1: the token before the draft),
+    # parents before children; hits[w - 1]: the source's estimate that the pass keeps one of the first w
+    # (so the first w alone are a tree too). None: a chain.
+    parents: list[int] | None = None
+    hits: list[float] | None = None
 
 
 class DraftSource(ABC):
@@ -52,6 +57,15 @@ class DraftSource(ABC):
 
     def accepted(self, n_drafted: int, n_accepted: int) -> None:
         """Feedback after verification of the last proposal."""
+
+    def accepted_tree(self, draft: Draft, path: list[int]) -> None:
+        """Feedback after verification of a tree: the nodes kept, root first."""
+
+    learns = False  # wants ``verified``: the target's rows after each kept token
+
+    def verified(self, tokens: list[int], rows: np.ndarray) -> None:
+        """The target's logits after each of ``tokens``, verified this pass (sources that learn from the
+        target's own predictions, like token recycling)."""
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind}

@@ -18,7 +18,7 @@ from .acceptance import Tally
 from .control import DraftControl
 from .drafts import Draft, DraftSource
 from .sampling import Sampler
-from .verify import verify
+from .verify import verify, verify_tree
 
 
 class InputError(ValueError):
@@ -66,22 +66,26 @@ class Stats:
     draft_dropped: str = ""  # why drafting stopped during the run, if it did
     step_times: list[float] = field(default_factory=list)  # seconds of each one-token target pass
 
-    def record(self, drafted: int, accepted: int, *, draft_s: float, verify_s: float, prefill_s: float = 0.0) -> None:
-        """One target pass: ``drafted`` tokens verified, ``accepted`` of them kept."""
+    def record(self, drafted: int, accepted: int, *, draft_s: float, verify_s: float, prefill_s: float = 0.0,
+               positions: int | None = None, rows: int | None = None) -> None:
+        """One target pass: ``drafted`` tokens verified, ``accepted`` of them kept; a tree's
+        ``positions`` (its depth: where its tokens may stand in the answer) where they differ from
+        ``drafted``, and the pass's ``rows`` where they differ from drafted + 1."""
+        positions = drafted if positions is None else positions
         self.target_passes += 1
         self.draft_s += draft_s
         self.verify_s += verify_s
         self.draft_prefill_s += prefill_s
         self.drafted += drafted
         self.accepted += accepted
-        self.rejections += int(accepted < drafted)
-        if not drafted:
+        self.rejections += int(accepted < positions)
+        if (rows or drafted + 1) == 1:
             self.step_times.append(verify_s)
-        grow = drafted - len(self.drafted_by_pos)
+        grow = positions - len(self.drafted_by_pos)
         if grow > 0:
             self.drafted_by_pos += [0] * grow
             self.accepted_by_pos += [0] * grow
-        for i in range(drafted):
+        for i in range(positions):
             self.drafted_by_pos[i] += 1
             self.accepted_by_pos[i] += int(i < accepted)
 
@@ -192,27 +196,53 @@ def decode(
         control.start(len(prompt), max_tokens)
     st.prefill_s = time.perf_counter() - t0
 
+    pending: list[int] = []  # kept tokens a tree's pass left out of the cache: evaluated again before `last`
     while not st.finish_reason:
-        room = target.n_ctx - target.n_past - 1  # cache slots left after `last`
+        room = target.n_ctx - target.n_past - len(pending) - 1  # cache slots left after `last`
         if stop is not None and stop.is_set() or room < 0:
             st.finish_reason = "stopped" if room >= 0 else "context"
             break
         # 1. draft (never past the answer's end or the context)
         t1 = time.perf_counter()
-        d = _propose(draft, control, context, min(room, max_tokens - len(out.tokens) - 1))
-        # 2. verify [last, d1..dk] in one target pass
+        d = _propose(draft, control, context, min(room, max_tokens - len(out.tokens) - 1), target.trees)
+        # 2. verify [last, d1..dk] (a chain, or a tree) in one target pass, after any tokens pending
         t2 = time.perf_counter()
-        n_past = target.n_past
-        logits = target.eval([last] + d.tokens)
-        t3 = time.perf_counter()
-        n_acc, nxt = verify(sampler, logits, d.tokens, d.probs)
-        # 3. keep `last` and the accepted drafts; the draft source keeps its own cache in step
-        target.rollback(n_past + 1 + n_acc)
-        st.record(len(d.tokens), n_acc, draft_s=t2 - t1 - d.prefill_s, verify_s=t3 - t2, prefill_s=d.prefill_s)
+        n_past, head = target.n_past, pending + [last]
+        if d.parents is None or not target.trees:  # a chain (as a tree, from `_propose`: each node's parent before it)
+            logits = target.eval(head + d.tokens)[len(pending):]
+            t3 = time.perf_counter()
+            if d.parents is None:
+                n_acc, nxt = verify(sampler, logits, d.tokens, d.probs)
+                path = list(range(n_acc))
+            else:
+                path, nxt = verify_tree(sampler, logits, d.tokens, d.parents)
+                n_acc = len(path)
+            kept, positions = d.tokens[:n_acc], len(d.tokens)
+            # 3. keep `last` and the accepted drafts; the draft source keeps its own cache in step
+            target.rollback(n_past + len(head) + n_acc)
+            pending = []
+        else:
+            r = len(head)
+            tokens = head + d.tokens
+            logits = target.eval_tree(tokens, [-1] + list(range(r - 1)) + [r + p if p >= 0 else r - 1
+                                                                          for p in d.parents])[r - 1:]
+            t3 = time.perf_counter()
+            path, nxt = verify_tree(sampler, logits, d.tokens, d.parents)
+            kept, n_acc, positions = [d.tokens[i] for i in path], len(path), _depth(d.parents)
+            whole = list(range(r)) + [r + i for i in path]
+            pending = [tokens[i] for i in whole[target.keep_path(tokens, whole):]]
+        rows = len(head) + len(d.tokens)
+        st.record(len(d.tokens), n_acc, draft_s=t2 - t1 - d.prefill_s, verify_s=t3 - t2, prefill_s=d.prefill_s,
+                  positions=positions, rows=rows)
         if draft is not None:
-            draft.accepted(len(d.tokens), n_acc)
-            control.observe(len(d.tokens), n_acc, draft_s=t2 - t1 - d.prefill_s, verify_s=t3 - t2)
-        new = d.tokens[:n_acc] + [nxt]
+            if d.parents is None:
+                draft.accepted(len(d.tokens), n_acc)
+            else:
+                draft.accepted_tree(d, path)
+            if draft.learns:
+                draft.verified([last] + kept, logits[[0] + [i + 1 for i in path]])
+            control.observe(positions, n_acc, draft_s=t2 - t1 - d.prefill_s, verify_s=t3 - t2, rows=rows)
+        new = kept + [nxt]
         context += new
         last = nxt
         step = out.emit(new, len(d.tokens), n_acc, max_tokens, st)
@@ -230,16 +260,35 @@ def decode(
     yield Done(out.tokens, target.detokenize(out.tokens), st, out.sources, drift=drift)
 
 
-def _propose(draft: DraftSource | None, control: DraftControl | None, context: list[int], limit: int) -> Draft:
+def _propose(draft: DraftSource | None, control: DraftControl | None, context: list[int], limit: int,
+             trees: bool = False) -> Draft:
     """The tokens to verify this step: what the controller asks for, the source proposes and
-    the controller then judges worth a verify pass."""
+    the controller then judges worth a verify pass. A tree goes to a target that verifies trees
+    (``Model.trees``); another gets its first chain (each node's first child)."""
     k = min(control.next_k(), limit) if control is not None else 0
     if k <= 0:
         return Draft([])
     d = draft.propose(context, k)
+    if d.parents is not None and not trees:
+        chain = []
+        for i, p in enumerate(d.parents):
+            if p == (chain[-1] if chain else -1):
+                chain.append(i)
+        d = Draft([d.tokens[i] for i in chain], parents=[j - 1 for j in range(len(chain))], hits=d.hits[:1])
+    if d.parents is not None:
+        w = control.keep_width(d.hits[:k])  # (only a tree of candidates for the next token is judged)
+        return Draft(d.tokens[:w], parents=d.parents[:w], hits=d.hits[:w]) if w else Draft([])
     d.tokens = d.tokens[:k]
     d.tokens = d.tokens[: control.keep(len(d.tokens), draft.estimate(d))]
     return d
+
+
+def _depth(parents: list[int]) -> int:
+    """A tree's depth: the longest path from the token before it."""
+    depth: list[int] = []
+    for p in parents:
+        depth.append(depth[p] + 1 if p >= 0 else 1)
+    return max(depth, default=0)
 
 
 class Output:

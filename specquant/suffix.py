@@ -22,6 +22,9 @@ import copy
 import threading
 from collections import deque
 
+import numpy as np
+
+from .acceptance import MATCH_PRIOR_WEIGHT, Tally
 from .drafts import MATCH_LONG, MATCH_PRIOR, Draft, PromptLookup
 from .sampling import Sampler
 
@@ -45,6 +48,15 @@ PROMPT_TAIL = 24  # tokens of the prompt kept before each cached answer: what a 
 # A copy of an earlier answer behaves like a copy from the prompt (a passage written before); the run's
 # record corrects this prior after a few proposals.
 CACHE_PRIOR = {n: MATCH_PRIOR[(n, True)] for n in range(1, MATCH_LONG + 1)}
+# Token recycling (arXiv 2408.08696) where nothing matches: the target's top WIDTH tokens after the last
+# token, as the target gave them the last time a verified row followed it, verified side by side in one
+# pass of up to WIDTH + 1 tokens (a tree of candidates for the next token; a backend that verifies chains
+# alone gets the first). RECYCLED_PRIOR[w - 1]: the chance one of the first w is the target's next token,
+# before a run has tried any (measured below, benchmarks/draft_replay.py, ``suffix+recycling``).
+WIDTH = 3
+RECYCLED_PRIOR = (0.22, 0.31, 0.37)  # bundled replay, k = 3: 23 / 33 / 41% learnt in the run alone, 21 / 29 /
+#                                     34% learnt along other answers too (more proposals, harder ones)
+RECYCLE = True  # False leaves recycled candidates out (benchmarks/recycled_candidates.py measures both)
 
 
 class _Index:
@@ -70,11 +82,50 @@ class _Index:
         return 0, []
 
 
+def top_tokens(row: np.ndarray, n: int) -> tuple[int, ...]:
+    """The ``n`` highest of a row of logits, highest first (argmax n times: ~50x cheaper than a partition
+    of a 49k vocabulary; ``row`` is changed and restored)."""
+    out, saved = [], []
+    for _ in range(n):
+        i = int(row.argmax())
+        out.append(i)
+        saved.append(row[i])
+        row[i] = -np.inf
+    row[out] = saved
+    return tuple(out)
+
+
+class Recycled:
+    """Token recycling's table: for each token, the target's top WIDTH tokens after it, the last time a
+    verified row followed it. At most one entry per token of the vocabulary."""
+
+    def __init__(self):
+        self._next: dict[int, tuple[int, ...]] = {}
+
+    def learn(self, tokens: list[int], rows: np.ndarray) -> None:
+        for t, row in zip(tokens, rows):
+            self._next[int(t)] = top_tokens(row, WIDTH)
+
+    def update(self, tops) -> None:
+        """Entries learnt elsewhere: (token, its top tokens) pairs."""
+        self._next.update(tops)
+
+    def get(self, token: int) -> tuple[int, ...]:
+        return self._next.get(token, ())
+
+    def clear(self) -> None:
+        self._next = {}
+
+    def __len__(self) -> int:
+        return len(self._next)
+
+
 class AnswerCache:
     """SpecQuant's earlier answers in this process, for one model: each as the prompt's last PROMPT_TAIL
     tokens and the answer, at most ``max_tokens`` tokens in all, the oldest dropped first (FIFO). Shared by
     the runs that are given it; a run that asks for privacy gets none, and a served page shares one across
-    its visitors only when configured to (``SPECQUANT_ANSWER_CACHE=shared``)."""
+    its visitors only when configured to (``SPECQUANT_ANSWER_CACHE=shared``). Its ``recycled`` table, learnt
+    from the target's rows in those runs, follows the same rules and is cleared with it."""
 
     def __init__(self, max_tokens: int = CACHE_TOKENS):
         self.max_tokens = max_tokens
@@ -84,6 +135,7 @@ class AnswerCache:
         self._dropped = 0  # tokens of dropped documents the index still names
         self._lock = threading.Lock()
         self._index = _Index()
+        self.recycled = Recycled()
 
     def add(self, prompt: list[int], answer: list[int]) -> None:
         doc = list(prompt[-PROMPT_TAIL:]) + list(answer)
@@ -111,6 +163,7 @@ class AnswerCache:
             self._live.clear()
             self._tokens = self._dropped = 0
             self._index = _Index()
+            self.recycled.clear()
 
     @property
     def tokens(self) -> int:
@@ -167,17 +220,21 @@ class SuffixDraft(PromptLookup):
 
     def __init__(self, cache: AnswerCache | None = None):
         self.cache = cache
+        self.recycle = False  # token recycling where nothing matches (judged runs: ``for_run``)
         super().__init__(ngram_max=MAX_MATCH, ngram_min=MIN_MATCH)
 
     def for_run(self, *, private: bool, judged: bool) -> "SuffixDraft":
         """This source as one run uses it: ``private``, reading and feeding no cache; ``judged``, each
         proposal judged by its kind's record (k = auto), so matches as short as ``JUDGED_MIN_MATCH`` are
-        proposed (a fixed k gets ``MIN_MATCH``). A copy where that differs from the engine's shared instance."""
+        proposed (a fixed k gets ``MIN_MATCH``), and recycled candidates where nothing matches (a fixed k,
+        copies alone). A copy where that differs from the engine's shared instance."""
         n_min = JUDGED_MIN_MATCH if judged else MIN_MATCH
-        if not private and n_min == self.ngram_min:
+        recycle = judged and RECYCLE
+        if not private and n_min == self.ngram_min and recycle == self.recycle:
             return self
         src = copy.copy(self)
         src.ngram_min = n_min
+        src.recycle = recycle
         if private:
             src.cache = None
         return src
@@ -185,6 +242,13 @@ class SuffixDraft(PromptLookup):
     def begin(self, prompt: list[int], sampler: Sampler) -> None:
         super().begin(prompt, sampler)
         self._shares: list[float] = []
+        # a private run learns a table of its own; another, the cache's (what earlier answers taught)
+        self.recycled = self.cache.recycled if self.cache is not None else Recycled()
+        self._hits = [Tally() for _ in range(WIDTH)]  # recycled proposals: kept within the first w, by w
+
+    @property
+    def learns(self) -> bool:
+        return self.recycle
 
     def propose(self, context: list[int], k: int) -> Draft:
         n, e = self.match(context)  # in the context: prompt lookup's copy of the latest occurrence
@@ -195,7 +259,23 @@ class SuffixDraft(PromptLookup):
             self._last = (min(m, MATCH_LONG), "cache") if tokens else None
             return Draft(tokens)
         self._last = (min(n, MATCH_LONG), e < self._prompt_len) if n else None
-        return Draft(context[e : e + k] if n else [])
+        if n or not self.recycle:
+            return Draft(context[e : e + k] if n else [])
+        cands = list(self.recycled.get(context[-1])[:k])
+        return Draft(cands, parents=[-1] * len(cands), hits=self.hit_rates()[: len(cands)]) if cands else Draft([])
+
+    def hit_rates(self) -> list[float]:
+        """For w = 1..WIDTH: the chance a recycled proposal's first w candidates hold the next token,
+        from this run's record and the prior."""
+        return [t.estimate(p, MATCH_PRIOR_WEIGHT) for t, p in zip(self._hits, RECYCLED_PRIOR)]
+
+    def accepted_tree(self, draft: Draft, path: list[int]) -> None:
+        # one candidate kept at most (they are siblings): what each narrower proposal would have kept too
+        for w in range(1, len(draft.tokens) + 1):
+            self._hits[w - 1].add(1, int(bool(path) and path[0] < w))
+
+    def verified(self, tokens: list[int], rows) -> None:
+        self.recycled.learn(tokens, rows)
 
     def prior(self, kind: tuple) -> tuple[float, float]:
         n, where = kind

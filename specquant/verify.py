@@ -63,3 +63,25 @@ def verify(sampler, logits: np.ndarray, draft: Sequence[int], q: np.ndarray | No
         return accept_greedy(np.argmax(logits, axis=1), draft)
     p = np.stack([sampler.probs(row) for row in logits])
     return accept_sampled(p, None if q is None else q[: len(draft)], draft, sampler.rng)
+
+
+def verify_tree(sampler, logits: np.ndarray, draft: Sequence[int], parents: Sequence[int]) -> tuple[list[int], int]:
+    """One target pass over a tree of deterministic drafts: ``draft[i]`` follows ``draft[parents[i]]``
+    (-1: the token before the draft); logits row 0 is the target's view after that token, row i + 1
+    after the path to ``draft[i]``. From the root, the target picks its token (argmax, or a sample from
+    its distribution); where a child holds it the walk moves there, else that token ends the pass. Each
+    token is the target's own pick given the path before it, so greedy output is plain decoding's and a
+    sampled one is distributed as the target's. Returns the kept nodes (root first) and the next token."""
+    children: dict[int, dict[int, int]] = {}
+    for i, (t, p) in enumerate(zip(draft, parents)):
+        children.setdefault(p, {}).setdefault(int(t), i)
+    path: list[int] = []
+    node = -1
+    while True:
+        row = logits[node + 1]
+        x = int(np.argmax(row)) if sampler.greedy else draw(sampler.probs(row), sampler.rng)
+        nxt = children.get(node, {}).get(x)
+        if nxt is None:
+            return path, x
+        path.append(nxt)
+        node = nxt

@@ -44,9 +44,17 @@ class Models:
     def suffix(self):
         return SuffixDraft(_remembered(self.target, _prompts(self.target)))
 
+    def recycled(self):
+        """Suffix drafting with token recycling where nothing matches: candidates side by side (a tree)
+        where the backend verifies trees, the first alone where it does not; the table is learnt along
+        the runs that use it (each prompt after the first finds it filled)."""
+        src = SuffixDraft(AnswerCache())
+        src.recycle = True
+        return src
+
     def sources(self):
         out = {"self": lambda: ModelDraft(self.load(self.paths["target"]), self.target, name="self"),
-               "lookup": lambda: PromptLookup(ngram_min=1), "suffix": self.suffix}
+               "lookup": lambda: PromptLookup(ngram_min=1), "suffix": self.suffix, "recycled": self.recycled}
         for name, m in self.drafts.items():
             out[name] = lambda m=m, name=name: ModelDraft(m, self.target, name=name)
         return out
@@ -243,6 +251,33 @@ def test_sampling_with_suffix_drafts_follows_target_distribution(models):
     copied = run(m, prompt, sampler=Sampler(1.5, top_k=4, seed=7), max_tokens=2, stop_at_eos=False,
                  draft=SuffixDraft(cache), control=DraftControl(2))
     assert copied.stats.drafted > 0  # the cache is drafted from (else this would test plain sampling)
+    keys = sorted(set(a) | set(b))
+    table = np.array([[a.count(x) for x in keys], [b.count(x) for x in keys]])
+    table = table[:, table.sum(0) >= 10]
+    _, pvalue, _, _ = chi2_contingency(table)
+    assert pvalue > 1e-3
+
+
+def test_sampling_with_recycled_candidates_follows_target_distribution(models):
+    """Recycled candidates for the next token, verified side by side: the output follows the target's
+    distribution."""
+    from scipy.stats import chi2_contingency
+
+    m = models.target
+    prompt = m.tokenize("Hello")
+    src = models.recycled()
+    for s in range(6):  # the table learns what the target gives after these tokens
+        run(m, prompt, draft=src, control=DraftControl(3), sampler=Sampler(1.5, top_k=4, seed=60_000 + s),
+            max_tokens=8, stop_at_eos=False)
+    assert src.recycled.get(prompt[-1])
+    n = 400
+
+    def sample(seed, **kw):
+        return tuple(run(m, prompt, sampler=Sampler(1.5, top_k=4, seed=seed), max_tokens=2, stop_at_eos=False,
+                         **kw).tokens)
+
+    a = [sample(s) for s in range(n)]
+    b = [sample(30_000 + s, draft=src, control=DraftControl(3)) for s in range(n)]
     keys = sorted(set(a) | set(b))
     table = np.array([[a.count(x) for x in keys], [b.count(x) for x in keys]])
     table = table[:, table.sum(0) >= 10]

@@ -1,0 +1,59 @@
+"""Prompt lookup (k = auto) with and without token recycling's candidates where nothing matches, side by
+side against plain decoding.
+
+Where no copy matches, a judged run may verify the target's top tokens after the last token, as the target
+gave them before (``specquant.suffix.Recycled``), side by side in one pass: a tree of candidates for the
+next token on a backend that verifies trees, the first alone elsewhere. The controller verifies them only
+where the machine's pass costs and the candidates' record promise the bar (``costs.best_width``). Variants:
+
+* ``copies only``: recycled candidates left out (``suffix.RECYCLE = False``);
+* ``recycled``: the table learnt in the run alone (the answer cache is emptied before it);
+* ``recycled, warm``: the table also holds what the target gave along every *other* prompt's plain answer
+  of the set (a process that answered them; never the prompt's own).
+
+For each prompt, rounds of plain, the variants in alternating order, and plain again
+(``common.variant_rounds``). Every answer must equal the plain one.
+
+    python benchmarks/recycled_candidates.py [--prompts FILE] [--rounds 3] [--max-tokens 64] [--out FILE]
+"""
+from __future__ import annotations
+
+import sys
+
+from common import lookup_with, prompt_rounds, variant_rounds  # noqa: E402 - also puts the project on sys.path
+
+from specquant import suffix  # noqa: E402
+from specquant.prompts import load_prompts  # noqa: E402
+
+VARIANTS = ("copies only", "recycled", "recycled, warm")
+
+
+def main() -> int:
+    args, eng = prompt_rounds(__doc__, "bench-results/recycled_candidates.json")
+    m = eng.target
+    learnt = {}  # prompt id -> what the table learns along its plain answer
+    for path in args.prompts or [None]:
+        for p in load_prompts(path):
+            tokens = eng.prompt_tokens(p["prompt"])
+            answer = eng.run(tokens, draft="none", max_tokens=args.max_tokens, private=True).tokens
+            m.reset()
+            m.prefill(tokens[:-1])
+            rows = m.eval([tokens[-1]] + answer[:-1])
+            m.reset()
+            inputs = [tokens[-1]] + answer[:-1]
+            learnt[(path, p["id"])] = [(t, suffix.top_tokens(r, suffix.WIDTH)) for t, r in zip(inputs, rows)]
+
+    def run(tokens, variant, p):
+        eng.forget_answers()
+        if variant == "recycled, warm":
+            for key, tops in learnt.items():
+                if key[1] != p["id"]:
+                    eng.answers.recycled.update(tops)
+        return lookup_with(eng, args, tokens, suffix, "RECYCLE", variant != "copies only")
+
+    variant_rounds(args, eng, VARIANTS, run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
