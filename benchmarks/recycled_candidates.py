@@ -7,9 +7,12 @@ next token on a backend that verifies trees, the first alone elsewhere. The cont
 where the machine's pass costs and the candidates' record promise the bar (``costs.best_width``). Variants:
 
 * ``copies only``: recycled candidates left out (``suffix.RECYCLE = False``);
-* ``recycled``: the table learnt in the run alone (the answer cache is emptied before it);
-* ``recycled, warm``: the table also holds what the target gave along every *other* prompt's plain answer
-  of the set (a process that answered them; never the prompt's own).
+* ``as decided``: what the engine does (``RECYCLE = None``): recycled candidates only where, at the hit
+  rates the replay measured, some width is expected to pay at this machine's costs;
+* ``recycled``: tried in every run (``RECYCLE = True``), the table learnt in the run alone (the answer
+  cache is emptied before it);
+* ``recycled, warm``: the same, the table also holding what the target gave along every *other* prompt's
+  plain answer of the set (a process that answered them; never the prompt's own).
 
 For each prompt, rounds of plain, the variants in alternating order, and plain again
 (``common.variant_rounds``). Every answer must equal the plain one.
@@ -25,7 +28,7 @@ from common import lookup_with, prompt_rounds, variant_rounds  # noqa: E402 - al
 from specquant import suffix  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 
-VARIANTS = ("copies only", "recycled", "recycled, warm")
+VARIANTS = {"copies only": False, "as decided": None, "recycled": True, "recycled, warm": True}
 
 
 def main() -> int:
@@ -49,7 +52,7 @@ def main() -> int:
             for key, tops in learnt.items():
                 if key[1] != p["id"]:
                     eng.answers.recycled.update(tops)
-        return lookup_with(eng, args, tokens, suffix, "RECYCLE", variant != "copies only")
+        return lookup_with(eng, args, tokens, suffix, "RECYCLE", VARIANTS[variant])
 
     variant_rounds(args, eng, VARIANTS, run)
     return 0

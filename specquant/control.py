@@ -307,6 +307,11 @@ class DraftControl:
             self.dropped = ""
         return k
 
+    def width_can_pay(self, hits: list[float]) -> bool:
+        """Whether candidates for the next token with these chances of a hit (``Draft.hits``) would be
+        verified at this machine's costs: a judged run that answers no tries none, nor learns what to try."""
+        return self.auto and self.free_draft and bool(best_width(self._costs(), hits, BET_MIN_GAIN).k)
+
     def keep_width(self, hits: list[float]) -> int:
         """How many of a tree's candidates for the next token to verify (``Draft.hits``): all of them
         with a fixed k (up to k); with k = auto, the width the cost model expects to gain

@@ -27,7 +27,7 @@ from .acceptance import RUN_PRIOR_WEIGHT
 from .control import MAX_DRAFT, DraftControl, Drift
 from .costs import Costs, busy_meter, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft
-from .suffix import AnswerCache, SuffixDraft
+from .suffix import RECYCLED_PRIOR, WIDTH, AnswerCache, SuffixDraft
 from .paths import cache_dir
 from .quantize import normalize_qtype, quantize, source_id
 from .sampling import Sampler
@@ -383,8 +383,9 @@ class Engine:
         if isinstance(src, ModelDraft):  # this run's settings on its own copy (the model is shared)
             src = copy.copy(src)
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
-        if isinstance(src, SuffixDraft):
-            src = src.for_run(private=private, judged=control.auto)
+        if isinstance(src, SuffixDraft):  # recycled candidates where, at the hit rates measured, some width pays
+            hits = list(RECYCLED_PRIOR[: WIDTH if self.target.trees else 1])
+            src = src.for_run(private=private, judged=control.auto, recycle=control.width_can_pay(hits))
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
 

@@ -52,11 +52,15 @@ CACHE_PRIOR = {n: MATCH_PRIOR[(n, True)] for n in range(1, MATCH_LONG + 1)}
 # token, as the target gave them the last time a verified row followed it, verified side by side in one
 # pass of up to WIDTH + 1 tokens (a tree of candidates for the next token; a backend that verifies chains
 # alone gets the first). RECYCLED_PRIOR[w - 1]: the chance one of the first w is the target's next token,
-# before a run has tried any (measured below, benchmarks/draft_replay.py, ``suffix+recycling``).
+# before a run has tried any: replayed along SmolLM2's greedy answers to the bundled prompts
+# (benchmarks/draft_replay.py, ``suffix+recycled``, k = 3), 23 / 33 / 41% with the table learnt in the run
+# alone, 21 / 29 / 34% learnt along the other answers too (more proposals, harder ones).
 WIDTH = 3
-RECYCLED_PRIOR = (0.22, 0.31, 0.37)  # bundled replay, k = 3: 23 / 33 / 41% learnt in the run alone, 21 / 29 /
-#                                     34% learnt along other answers too (more proposals, harder ones)
-RECYCLE = True  # False leaves recycled candidates out (benchmarks/recycled_candidates.py measures both)
+RECYCLED_PRIOR = (0.22, 0.31, 0.37)
+# Where recycled candidates are tried: None, in judged runs where the engine expects some width to pay at
+# these hit rates (``DraftControl.width_can_pay``); True, in every judged run; False, never
+# (benchmarks/recycled_candidates.py sets each).
+RECYCLE: bool | None = None
 
 
 class _Index:
@@ -223,13 +227,14 @@ class SuffixDraft(PromptLookup):
         self.recycle = False  # token recycling where nothing matches (judged runs: ``for_run``)
         super().__init__(ngram_max=MAX_MATCH, ngram_min=MIN_MATCH)
 
-    def for_run(self, *, private: bool, judged: bool) -> "SuffixDraft":
+    def for_run(self, *, private: bool, judged: bool, recycle: bool | None = None) -> "SuffixDraft":
         """This source as one run uses it: ``private``, reading and feeding no cache; ``judged``, each
         proposal judged by its kind's record (k = auto), so matches as short as ``JUDGED_MIN_MATCH`` are
-        proposed (a fixed k gets ``MIN_MATCH``), and recycled candidates where nothing matches (a fixed k,
-        copies alone). A copy where that differs from the engine's shared instance."""
+        proposed (a fixed k gets ``MIN_MATCH``), and recycled candidates where nothing matches (a fixed k
+        copies alone; ``recycle`` False: none in a judged run either, where they cannot pay; see RECYCLE).
+        A copy where that differs from the engine's shared instance."""
         n_min = JUDGED_MIN_MATCH if judged else MIN_MATCH
-        recycle = judged and RECYCLE
+        recycle = judged and (recycle is not False if RECYCLE is None else RECYCLE)
         if not private and n_min == self.ngram_min and recycle == self.recycle:
             return self
         src = copy.copy(self)

@@ -9,6 +9,7 @@ from backends.llama_cpp import tree_paths
 from specquant.control import DraftControl
 from specquant.costs import Costs, best_width
 from specquant.drafts import Draft
+from specquant import suffix
 from specquant.sampling import Sampler
 from specquant.speculative import run
 from specquant.suffix import RECYCLED_PRIOR, WIDTH, AnswerCache, Recycled, SuffixDraft, top_tokens
@@ -118,6 +119,10 @@ def test_the_width_verified_follows_the_costs():
     assert DraftControl("auto", costs=dear, free_draft=True).keep_width(hits) == 0
     assert DraftControl(2, costs=dear, free_draft=True).keep_width(hits) == 2  # a fixed k: up to k of them
     assert DraftControl("auto", costs=flat, free_draft=True).keep_width([]) == 0
+    # a judged run tries recycled candidates only where some width can pay at the hit rates measured
+    assert DraftControl("auto", costs=flat, free_draft=True).width_can_pay(list(RECYCLED_PRIOR))
+    assert not DraftControl("auto", costs=dear, free_draft=True).width_can_pay(list(RECYCLED_PRIOR))
+    assert not DraftControl(3, costs=flat, free_draft=True).width_can_pay(list(RECYCLED_PRIOR))
 
 
 def test_the_recycled_table_holds_the_targets_top_tokens_and_is_bounded_by_the_vocabulary():
@@ -146,6 +151,14 @@ def test_recycled_candidates_are_proposed_where_nothing_matches_only_in_judged_r
     assert d.hits == pytest.approx(list(RECYCLED_PRIOR), abs=1e-9)
     judged.accepted_tree(d, [1])  # the second candidate was kept: a proposal of one alone would have missed
     assert judged.hit_rates()[0] < RECYCLED_PRIOR[0] and judged.hit_rates()[1] > RECYCLED_PRIOR[1]
+    assert not shared.for_run(private=False, judged=True, recycle=False).recycle  # where no width can pay
+    try:
+        suffix.RECYCLE = True  # measured anyway (benchmarks/recycled_candidates.py)
+        assert shared.for_run(private=False, judged=True, recycle=False).recycle
+        suffix.RECYCLE = False
+        assert not shared.for_run(private=False, judged=True).recycle
+    finally:
+        suffix.RECYCLE = None
     fixed = shared.for_run(private=False, judged=False)
     fixed.begin([1, 2, 3], Sampler())
     assert fixed.propose([1, 2, 3, 42], 8).tokens == []  # a fixed k: copies alone
