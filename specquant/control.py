@@ -327,13 +327,15 @@ class DraftControl:
         return best_width(c, hits[:room], 0.0).k if room else 0
 
     def observe(self, drafted: int, accepted: int, *, draft_s: float = 0.0, verify_s: float = 0.0,
-                rows: int | None = None) -> None:
+                rows: int | None = None, candidates: bool = False) -> None:
         """What a step did: draft positions verified and tokens kept, seconds spent drafting
         (catch-up included, the draft's first prefill not) and verifying; ``rows``: the pass's
-        size where it differs from drafted + 1 (a tree, or tokens evaluated again)."""
+        size where it differs from drafted + 1 (a tree, or tokens evaluated again); ``candidates``:
+        a tree of candidates, which the ledger counts and the run's acceptance of copies does not."""
         n = rows or drafted + 1
         self.ledger.record(n - 1, accepted, draft_s + verify_s)  # (a pass of several rows is never a plain step)
-        self.tally.add(drafted, accepted)
+        if not candidates:
+            self.tally.add(drafted, accepted)
         if not self.auto:
             return
         if verify_s > 0:

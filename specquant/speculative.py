@@ -65,12 +65,21 @@ class Stats:
     draft_prefill_s: float = 0.0  # the draft's prefill of the prompt (part of wall_s, not of draft_s)
     draft_dropped: str = ""  # why drafting stopped during the run, if it did
     step_times: list[float] = field(default_factory=list)  # seconds of each one-token target pass
+    # passes that verified a tree of candidates (token recycling's), and the draft tokens they kept: counted
+    # in drafted / accepted, and kept out of ``tally``, the record of copies and model drafts
+    tree_passes: int = 0
+    tree_accepted: int = 0
+    tree_rejections: int = 0
 
     def record(self, drafted: int, accepted: int, *, draft_s: float, verify_s: float, prefill_s: float = 0.0,
                positions: int | None = None, rows: int | None = None) -> None:
         """One target pass: ``drafted`` tokens verified, ``accepted`` of them kept; a tree's
-        ``positions`` (its depth: where its tokens may stand in the answer) where they differ from
-        ``drafted``, and the pass's ``rows`` where they differ from drafted + 1."""
+        ``positions`` (its depth: where its tokens may stand in the answer), and the pass's ``rows``
+        where they differ from drafted + 1."""
+        if positions is not None:
+            self.tree_passes += 1
+            self.tree_accepted += accepted
+            self.tree_rejections += int(accepted < positions)
         positions = drafted if positions is None else positions
         self.target_passes += 1
         self.draft_s += draft_s
@@ -110,8 +119,10 @@ class Stats:
     @property
     def tally(self) -> Tally:
         """Draft positions the target examined (each kept one, and the first rejected one of a pass),
-        and those it kept: the run's acceptance as every other record counts it."""
-        return Tally(self.accepted + self.rejections, self.accepted)
+        and those it kept: the run's acceptance as every other record counts it (trees of candidates
+        apart: a candidate is no copy)."""
+        kept = self.accepted - self.tree_accepted
+        return Tally(kept + self.rejections - self.tree_rejections, kept)
 
     @property
     def position_acceptance(self) -> float:
@@ -217,7 +228,7 @@ def decode(
             else:
                 path, nxt = verify_tree(sampler, logits, d.tokens, d.parents)
                 n_acc = len(path)
-            kept, positions = d.tokens[:n_acc], len(d.tokens)
+            kept, positions = d.tokens[:n_acc], None if d.parents is None else len(d.tokens)
             # 3. keep `last` and the accepted drafts; the draft source keeps its own cache in step
             target.rollback(n_past + len(head) + n_acc)
             pending = []
@@ -241,7 +252,8 @@ def decode(
                 draft.accepted_tree(d, path)
             if draft.learns:
                 draft.verified([last] + kept, logits[[0] + [i + 1 for i in path]])
-            control.observe(positions, n_acc, draft_s=t2 - t1 - d.prefill_s, verify_s=t3 - t2, rows=rows)
+            control.observe(len(d.tokens) if positions is None else positions, n_acc, draft_s=t2 - t1 - d.prefill_s,
+                            verify_s=t3 - t2, rows=rows, candidates=positions is not None)
         new = kept + [nxt]
         context += new
         last = nxt

@@ -241,9 +241,13 @@ def test_acceptance_is_one_count_wherever_it_is_kept():
         stats.record(drafted, kept, draft_s=0.0, verify_s=0.0)
         ctl.observe(drafted, kept)
         pl.accepted(drafted, kept)
+    for kept in (1, 0):  # recycled candidates side by side (3 of them, one position): no copies, not counted
+        stats.record(3, kept, draft_s=0.0, verify_s=0.0, positions=1, rows=4)
+        ctl.observe(1, kept, rows=4, candidates=True)
     book.record("lookup", "grounded", stats.tally)
     examined = sum(min(k + 1, n) for n, k in passes)
     assert stats.tally == ctl.tally == book.counts[("lookup", "grounded")] == Tally(examined, 8)
+    assert stats.accepted == 9 and stats.tree_passes == 2  # (the tokens they kept are the run's all the same)
     first, later = pl._record[pl._last]  # the first copied token of each pass, then the rest
     assert (first.examined, first.kept) == (5, 4)
     assert first.examined + later.examined == examined and first.kept + later.kept == 8
