@@ -125,3 +125,21 @@ def lookup_with(eng, args, tokens, module, name, value):
         return eng.run(tokens, draft="lookup", k="auto", max_tokens=args.max_tokens)
     finally:
         setattr(module, name, old)
+
+
+def target_rows(model, prompt: list[int], answer: list[int]):
+    """The target's logits along its own answer, in one exact pass: row j is its view before answer[j]
+    (the cache is left empty)."""
+    model.reset()
+    model.prefill(prompt[:-1])
+    rows = model.eval([prompt[-1]] + answer[:-1])
+    model.reset()
+    return rows
+
+
+def recycled_tops(prompt: list[int], answer: list[int], rows) -> list[tuple]:
+    """What token recycling's table learns along an answer (``suffix.Recycled.update`` takes it): each
+    token with the target's top tokens after it, from ``target_rows``."""
+    from specquant.suffix import WIDTH, top_tokens
+
+    return [(t, top_tokens(r, WIDTH)) for t, r in zip([prompt[-1]] + answer[:-1], rows)]

@@ -32,13 +32,13 @@ import sys
 
 import numpy as np
 
-from common import write_result  # noqa: E402 - also puts the project on sys.path
+from common import recycled_tops, target_rows, write_result  # noqa: E402 - also puts the project on sys.path
 
 from specquant.drafts import Draft, PromptLookup  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.sampling import Sampler  # noqa: E402
-from specquant.suffix import WIDTH, AnswerCache, SuffixDraft, top_tokens  # noqa: E402
+from specquant.suffix import WIDTH, AnswerCache, SuffixDraft  # noqa: E402
 
 KS = range(1, 9)
 TOP = 8  # candidates remembered per token (Token Recycling's table)
@@ -142,15 +142,7 @@ def main() -> int:
     per_prompt = []
     recorded = [a for a in _answers(eng, load_prompts(args.prompts), args.max_tokens) if len(a[3]) >= 2]
 
-    def target_rows(prompt, answer):
-        m.reset()
-        m.prefill(prompt[:-1])
-        rows = m.eval([prompt[-1]] + answer[:-1])  # row j: the target's view before answer[j]
-        m.reset()
-        return rows
-
-    tops = {(p["id"], turn): list(zip([prompt[-1]] + answer[:-1], map(lambda r: top_tokens(r, WIDTH),
-                                                                      target_rows(prompt, answer))))
+    tops = {(p["id"], turn): recycled_tops(prompt, answer, target_rows(m, prompt, answer))
             for p, turn, prompt, answer in recorded}  # what token recycling learns along each answer
     for p, turn, prompt, answer in recorded:
         others = AnswerCache()  # every other question's answers: what a process that answered them holds
@@ -159,7 +151,7 @@ def main() -> int:
             if q["id"] != p["id"]:
                 others.add(q_prompt, q_answer)
                 learnt += tops[(q["id"], q_turn)]
-        logits = target_rows(prompt, answer)
+        logits = target_rows(m, prompt, answer)
         inputs = [prompt[-1]] + answer[:-1]
         row = {"id": p["id"], "turn": turn, "column": p.get("column") or p.get("category"),
                "grounded": bool(p.get("grounded")), "tokens": len(answer), "sources": {}}

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import sys
 
-from common import lookup_with, prompt_rounds, variant_rounds  # noqa: E402 - also puts the project on sys.path
+from common import (lookup_with, prompt_rounds, recycled_tops, target_rows,  # noqa: E402 - also puts the project
+                    variant_rounds)  # on sys.path
 
 from specquant import suffix  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
@@ -33,18 +34,12 @@ VARIANTS = {"copies only": False, "as decided": None, "recycled": True, "recycle
 
 def main() -> int:
     args, eng = prompt_rounds(__doc__, "bench-results/recycled_candidates.json")
-    m = eng.target
     learnt = {}  # prompt id -> what the table learns along its plain answer
     for path in args.prompts or [None]:
         for p in load_prompts(path):
             tokens = eng.prompt_tokens(p["prompt"])
             answer = eng.run(tokens, draft="none", max_tokens=args.max_tokens, private=True).tokens
-            m.reset()
-            m.prefill(tokens[:-1])
-            rows = m.eval([tokens[-1]] + answer[:-1])
-            m.reset()
-            inputs = [tokens[-1]] + answer[:-1]
-            learnt[(path, p["id"])] = [(t, suffix.top_tokens(r, suffix.WIDTH)) for t, r in zip(inputs, rows)]
+            learnt[(path, p["id"])] = recycled_tops(tokens, answer, target_rows(eng.target, tokens, answer))
 
     def run(tokens, variant, p):
         eng.forget_answers()

@@ -27,7 +27,7 @@ from .acceptance import RUN_PRIOR_WEIGHT
 from .control import MAX_DRAFT, DraftControl, Drift
 from .costs import Costs, busy_meter, measure_costs, plausible
 from .drafts import DraftSource, ModelDraft
-from .suffix import RECYCLED_PRIOR, WIDTH, AnswerCache, SuffixDraft
+from .suffix import AnswerCache, SuffixDraft
 from .paths import cache_dir
 from .quantize import normalize_qtype, quantize, source_id
 from .sampling import Sampler
@@ -384,8 +384,8 @@ class Engine:
             src = copy.copy(src)
             src.p_min = (DEFAULT_P_MIN if control.auto else 0.0) if p_min is None else p_min
         if isinstance(src, SuffixDraft):  # recycled candidates where, at the hit rates measured, some width pays
-            hits = list(RECYCLED_PRIOR[: WIDTH if self.target.trees else 1])
-            src = src.for_run(private=private, judged=control.auto, recycle=control.width_can_pay(hits))
+            src = src.for_run(private=private, judged=control.auto,
+                              recycle=control.width_can_pay(SuffixDraft.prior_hits(self.target.trees)))
         events = decode(self.target, tokens, draft=src, control=control, sampler=sampler, max_tokens=max_tokens,
                         stop_at_eos=stop_at_eos, stop=stop)
 

@@ -269,6 +269,12 @@ class SuffixDraft(PromptLookup):
         cands = list(self.recycled.get(context[-1])[:k])
         return Draft(cands, parents=[-1] * len(cands), hits=self.hit_rates()[: len(cands)]) if cands else Draft([])
 
+    @staticmethod
+    def prior_hits(trees: bool) -> list[float]:
+        """The hit chances a run starts from, for the widths a target verifies (one candidate where it
+        verifies chains alone): what the engine asks the controller about before trying any."""
+        return list(RECYCLED_PRIOR[: WIDTH if trees else 1])
+
     def hit_rates(self) -> list[float]:
         """For w = 1..WIDTH: the chance a recycled proposal's first w candidates hold the next token,
         from this run's record and the prior."""

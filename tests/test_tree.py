@@ -4,11 +4,9 @@ that proposes them."""
 import numpy as np
 import pytest
 
-from backends import BackendError
 from backends.llama_cpp import tree_paths
 from specquant.control import DraftControl
 from specquant.costs import Costs, best_width
-from specquant.drafts import Draft
 from specquant import suffix
 from specquant.sampling import Sampler
 from specquant.speculative import run
@@ -120,8 +118,9 @@ def test_the_width_verified_follows_the_costs():
     assert DraftControl(2, costs=dear, free_draft=True).keep_width(hits) == 2  # a fixed k: up to k of them
     assert DraftControl("auto", costs=flat, free_draft=True).keep_width([]) == 0
     # a judged run tries recycled candidates only where some width can pay at the hit rates measured
-    assert DraftControl("auto", costs=flat, free_draft=True).width_can_pay(list(RECYCLED_PRIOR))
-    assert not DraftControl("auto", costs=dear, free_draft=True).width_can_pay(list(RECYCLED_PRIOR))
+    assert DraftControl("auto", costs=flat, free_draft=True).width_can_pay(SuffixDraft.prior_hits(True))
+    assert not DraftControl("auto", costs=dear, free_draft=True).width_can_pay(SuffixDraft.prior_hits(True))
+    assert SuffixDraft.prior_hits(False) == list(RECYCLED_PRIOR[:1])  # chains alone: one candidate
     assert not DraftControl(3, costs=flat, free_draft=True).width_can_pay(list(RECYCLED_PRIOR))
 
 
