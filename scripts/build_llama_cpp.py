@@ -229,8 +229,125 @@ EDITS = [
 ]
 
 
+# The CUDA path (built with CMAKE_ARGS="-DGGML_CUDA=on"; a CPU build compiles none of it, so these edits
+# enter the wheel cache's key only for CUDA builds). On an NVIDIA GPU (Ampere and newer) stock llama.cpp
+# multiplies float16 weights by one token with MMVF (CUDA cores; partial sums in half precision, or in
+# float where the product is fused with the FFN's gate, whose node's parameters it misreads as a
+# precision) and by 2-16 tokens with MMF (tensor cores), 17+ with cuBLAS: other summation orders, logits
+# differing by 0.06 (135M) to 2 (7B) on an H100/H200. MMF sums each column of its tile as it sums any
+# other, whatever the tile's width (the warps split the row by its length alone, the tensor cores sum
+# each element within an instruction), so float16 weights take MMF for every pass of 1-16 tokens, one
+# token included, wherever MMF takes the matrix (rows a multiple of 64 elements, 32 rows a block), and
+# MMVF with float partial sums for 1-16 tokens where it does not: a verify pass of up to 16 tokens
+# computes what one-token passes compute. (Flash attention stays off on a GPU: attention is two float16
+# matrix products through the same kernels.)
+# In the environment: SPECQUANT_CUDA_STOCK=1 restores stock routing (the A/B of benchmarks/gpu_check.py,
+# one binary); SPECQUANT_CUDA_KERNEL=mmvf takes MMVF (float sums) for 1-17 tokens everywhere instead of
+# MMF: exact too, and its one-token step beat stock's on an H200, but a pass of 17 tokens costs 5-7
+# one-token steps at 1.7B-7B (MMF: 1.3-1.4). Measured: docs/measurements.md, "On a GPU", December 4.
+MMVF = "vendor/llama.cpp/ggml/src/ggml-cuda/mmvf.cu"
+SPECQUANT_MMVF_WIDE = "".join(
+    f"""                    case {n}:
+                        launch_mul_mat_vec_f_cuda<T, type_acc, {n}>
+                            (x, y, ids, fusion, dst, ncols, nrows, stride_row, stride_col_y, stride_col_dst,
+                             nchannels_x, nchannels_y, nchannels_dst, stride_channel_x, stride_channel_y,
+                             stride_channel_dst, nsamples_x, nsamples_dst, stride_sample_x, stride_sample_y, stride_sample_dst,
+                             nsamples_dst, ids_stride, stream);
+                        return;
+""" for n in range(9, 18))
+CUDA_EDITS = [
+    ("vendor/llama.cpp/ggml/src/ggml-cuda/mmvf.cuh",
+     "#define MMVF_MAX_BATCH_SIZE 8 // Max. batch size for which to use MMVF kernels.\n",
+     """#define MMVF_MAX_BATCH_SIZE 8 // Max. batch size for which to use MMVF kernels.
+
+// specquant: on NVIDIA GPUs float16 weights take one kernel family for every pass of up to this many
+// tokens, one token included (MMF where it takes the matrix, else MMVF with float partial sums), so a
+// verify pass computes what one-token passes compute (scripts/build_llama_cpp.py)
+#define SPECQUANT_EXACT_MAX_BATCH_SIZE 16
+#define SPECQUANT_MMVF_MAX_BATCH_SIZE 17 // SPECQUANT_CUDA_KERNEL=mmvf: MMVF for up to this many
+
+// specquant: 0 = stock (SPECQUANT_CUDA_STOCK=1), 1 = MMF where it applies (default), 2 = MMVF everywhere
+int specquant_cuda_route(void);
+bool specquant_cuda_exact(void);
+"""),
+    (MMVF,
+     """    const int cc = ggml_cuda_info().devices[ggml_cuda_get_device()].cc;
+    const enum ggml_prec prec = fast_fp16_available(cc) ? ggml_prec(dst->op_params[0]) : GGML_PREC_F32;
+""",
+     """    const int cc = ggml_cuda_info().devices[ggml_cuda_get_device()].cc;
+    // specquant: float partial sums in every pass. Stock sums in half precision unless the node asks for
+    // float, and reads the node's parameters even where dst is a fused GLU or ADD node (the FFN's up and
+    // gate products at one token then sum in float, at 2+ tokens in half): other logits.
+    const enum ggml_prec prec = fast_fp16_available(cc) && !specquant_cuda_exact() ? ggml_prec(dst->op_params[0]) : GGML_PREC_F32;
+"""),
+    (MMVF,
+     "bool ggml_cuda_should_use_mmvf(enum ggml_type type, int cc, const int64_t * src0_ne, const size_t * src0_nb, int64_t ne11) {\n",
+     """bool ggml_cuda_should_use_mmf(enum ggml_type type, int cc, int warp_size, const int64_t * src0_ne,
+        const size_t * src0_nb, const int src1_ncols, bool mul_mat_id);  // mmf.cuh
+
+int specquant_cuda_route(void) {
+    static const int route = [] {
+        const char * stock  = getenv("SPECQUANT_CUDA_STOCK");
+        const char * kernel = getenv("SPECQUANT_CUDA_KERNEL");
+        if (stock != nullptr && atoi(stock) != 0) {
+            return 0;
+        }
+        return kernel != nullptr && strcmp(kernel, "mmvf") == 0 ? 2 : 1;
+    }();
+    return route;
+}
+
+bool specquant_cuda_exact(void) {
+    return specquant_cuda_route() != 0;
+}
+
+bool ggml_cuda_should_use_mmvf(enum ggml_type type, int cc, const int64_t * src0_ne, const size_t * src0_nb, int64_t ne11) {
+"""),
+    (MMVF,
+     "        case GGML_TYPE_F16:\n            if (GGML_CUDA_CC_IS_NVIDIA(cc)) {\n                const bool src0_small",
+     """        case GGML_TYPE_F16:
+            // specquant: one kernel family, one summation order, for every pass of 1-16 tokens: MMF
+            // (ggml_cuda_mul_mat's next choice) wherever it takes the matrix, MMVF where it does not
+            if (GGML_CUDA_CC_IS_NVIDIA(cc) && specquant_cuda_route() == 1) {
+                if (ggml_cuda_should_use_mmf(type, cc, 32, src0_ne, src0_nb, 1, false)) {
+                    return false;
+                }
+                return ne11 <= SPECQUANT_EXACT_MAX_BATCH_SIZE;
+            }
+            if (GGML_CUDA_CC_IS_NVIDIA(cc) && specquant_cuda_route() == 2) {
+                return ne11 <= SPECQUANT_MMVF_MAX_BATCH_SIZE;
+            }
+            if (GGML_CUDA_CC_IS_NVIDIA(cc)) {
+                const bool src0_small"""),
+    (MMVF,
+     """        default:
+            GGML_ABORT("fatal error");
+            break;
+    }
+}
+
+template<typename T>
+static void mul_mat_vec_f_cuda(""",
+     """        default:
+            // specquant: float16 weights take MMVF for batches of 9-17 tokens too
+            if constexpr (std::is_same_v<T, half>) {
+                switch (ncols_dst) {
+""" + SPECQUANT_MMVF_WIDE + """                    default:
+                        break;
+                }
+            }
+            GGML_ABORT("fatal error");
+            break;
+    }
+}
+
+template<typename T>
+static void mul_mat_vec_f_cuda("""),
+]
+
+
 def patch(tree: Path) -> None:
-    for rel, old, new in EDITS:
+    for rel, old, new in EDITS + CUDA_EDITS:
         f = tree / rel
         text = f.read_text()
         if text.count(old) != 1:
@@ -263,7 +380,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--force", action="store_true", help="rebuild even if the wheel is cached")
     args = ap.parse_args(argv)
     cmake_args = os.environ.get("CMAKE_ARGS", "").strip()
-    key = hashlib.sha1(f"{LOCAL}|{cmake_args}|{''.join(e[2] for e in EDITS)}".encode()).hexdigest()[:10]
+    edits = EDITS + (CUDA_EDITS if "GGML_CUDA=ON" in cmake_args.upper() else [])  # a CPU build compiles no CUDA
+    key = hashlib.sha1(f"{LOCAL}|{cmake_args}|{''.join(e[2] for e in edits)}".encode()).hexdigest()[:10]
     where = cache_dir() / key
     marker = cache_dir() / "installed"  # which build was installed last
     wheels = sorted(where.glob("llama_cpp_python-*.whl")) if where.is_dir() else []

@@ -510,18 +510,22 @@ INEXACT_WARNING = (
     "scripts/build_llama_cpp.py builds one that is exact on x86 and ARM CPUs (once, ~15 min):\n"
     "  python scripts/build_llama_cpp.py"
 )
-# Measured on an NVIDIA H100 (benchmarks/gpu_check.sh; docs/measurements.md, "On a GPU"): llama.cpp's CUDA kernels
-# differ between one-token and batched passes at every batch size, the patch being for CPUs.
-GPU_MEASURED = "on an H100, 1 of 182 answers to the bundled prompts did"  # docs/measurements.md, November 28
+# Measured on an NVIDIA H100 (November 28) and H200 (December 4; benchmarks/gpu_check.sh, docs/measurements.md,
+# "On a GPU"): stock llama.cpp's CUDA kernels differ between one-token and batched passes at every batch size;
+# our build (scripts/build_llama_cpp.py with CMAKE_ARGS="-DGGML_CUDA=on") is exact for passes of up to 16 tokens.
+GPU_MEASURED = "on an H100 with stock kernels, 1 of 182 answers to the bundled prompts did"
 GPU_INEXACT_WARNING = (
-    "warning: on the GPU, llama.cpp computes a batched verify pass slightly differently from one token "
-    "at a time (logits differ by up to ~0.06 on SmolLM2-135M, ~0.3 on a 7B model, in passes of 2-9 tokens), "
-    f"so in near-ties the speculative answer can differ from plain decoding: {GPU_MEASURED} (from its 39th "
-    "token on), 0 of 352 test runs. For answers identical to plain decoding, keep the model on the CPU, where "
-    "the patched build is exact: SPECQUANT_GPU_LAYERS=0"
+    "warning: on the GPU, this llama-cpp-python build computes a batched verify pass slightly differently from "
+    "one token at a time (stock kernels: logits differ by up to ~0.06 on SmolLM2-135M, ~2 on a 7B model), so in "
+    f"near-ties the speculative answer can differ from plain decoding: {GPU_MEASURED} (from its 39th token on). "
+    "For answers identical to plain decoding, build it with our CUDA edits, exact for verify passes of up to "
+    "16 tokens on NVIDIA GPUs (once, ~4 min on 16 cores):\n"
+    "  CMAKE_ARGS=\"-DGGML_CUDA=on\" python scripts/build_llama_cpp.py\n"
+    "or keep the model on the CPU, where the patched build is exact: SPECQUANT_GPU_LAYERS=0"
 )
 GPU_INEXACT_SHORT = (f"NO on the GPU — in near-ties an answer can differ from plain decoding ({GPU_MEASURED}); "
-                     "`SPECQUANT_GPU_LAYERS=0` keeps the model on the CPU, where the patched build is exact")
+                     "build llama-cpp-python with scripts/build_llama_cpp.py and CMAKE_ARGS=\"-DGGML_CUDA=on\", "
+                     "or `SPECQUANT_GPU_LAYERS=0` keeps the model on the CPU")
 BUILD_INEXACT_SHORT = "NO — build llama-cpp-python with scripts/build_llama_cpp.py"
 
 
