@@ -172,17 +172,18 @@ class Model(ABC):
         """The tokens the exactness check passes: a 2-token prefix, then ``upto`` more."""
         return [(t * 7919 + 17) % self.n_vocab for t in range(upto + 2)]
 
-    def batches_against_steps(self, probe: list[int], sizes):
-        """For each batch size n: (n, the logits of one pass over ``probe[2:2+n]``, those of n one-token
-        passes over the same tokens), all after the prefix ``probe[:2]``. A generator; the cache is left
-        empty when it is exhausted or closed."""
+    def batches_against_steps(self, probe: list[int], sizes, prefix: int = 2):
+        """For each batch size n: (n, the logits of one pass over ``probe[prefix:prefix+n]``, those of n
+        one-token passes over the same tokens), all after ``probe[:prefix]`` (2 tokens, or a long context
+        to check passes deep in the cache). A generator; the cache is left empty when it is exhausted or
+        closed."""
         self.reset()
         try:
-            self.prefill(probe[:2])
-            single = np.concatenate([self.eval([t]) for t in probe[2:]])
+            self.prefill(probe[:prefix])
+            single = np.concatenate([self.eval([t]) for t in probe[prefix:]])
             for n in sizes:
-                self.rollback(2)
-                yield n, self.eval(probe[2 : 2 + n]), single[:n]
+                self.rollback(prefix)
+                yield n, self.eval(probe[prefix : prefix + n]), single[:n]
         finally:
             self.reset()
 

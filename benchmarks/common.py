@@ -127,6 +127,18 @@ def lookup_with(eng, args, tokens, module, name, value):
         setattr(module, name, old)
 
 
+def greedy_answers(eng, prompts, max_tokens):
+    """(prompt, turn, prompt tokens, the target's greedy answer) for each turn of each prompt: a later turn
+    of a conversation (Spec-Bench's multi-turn questions) follows the earlier turns and their answers."""
+    for p in prompts:
+        history = []
+        for turn, text in enumerate(p.get("turns") or [p["prompt"]], 1):
+            prompt = eng.prompt_tokens(text, history=history)
+            done = eng.run(prompt, draft="none", max_tokens=max_tokens, private=True)
+            yield p, turn, prompt, done.tokens
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": done.text}]
+
+
 def target_rows(model, prompt: list[int], answer: list[int]):
     """The target's logits along its own answer, in one exact pass: row j is its view before answer[j]
     (the cache is left empty)."""

@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 
-from common import recycled_tops, target_rows, write_result  # noqa: E402 - also puts the project on sys.path
+from common import greedy_answers, recycled_tops, target_rows, write_result  # noqa: E402 - also puts the project on sys.path
 
 from specquant.drafts import Draft, PromptLookup  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402
@@ -100,18 +100,6 @@ def replay(propose, prompt: list[int], answer: list[int], k: int, learn=None, fe
             "tree_hits": tree_hits, "tree_proposals": trees}
 
 
-def _answers(eng, prompts, max_tokens):
-    """(prompt, turn, prompt tokens, the target's greedy answer) for each turn of each prompt: a later turn
-    of a conversation (Spec-Bench's multi-turn questions) follows the earlier turns and their answers."""
-    for p in prompts:
-        history = []
-        for turn, text in enumerate(p.get("turns") or [p["prompt"]], 1):
-            prompt = eng.prompt_tokens(text, history=history)
-            done = eng.run(prompt, draft="none", max_tokens=max_tokens, private=True)
-            yield p, turn, prompt, done.tokens
-            history += [{"role": "user", "content": text}, {"role": "assistant", "content": done.text}]
-
-
 def columns(rows: list[dict], k: int = 4) -> dict:
     """Tokens per target pass at draft length k, per source, by column (Spec-Bench's categories, or the
     bundled set's), over every turn, and over later turns alone."""
@@ -140,7 +128,7 @@ def main() -> int:
     m = eng.target
     totals: dict[str, dict[int, dict]] = {}
     per_prompt = []
-    recorded = [a for a in _answers(eng, load_prompts(args.prompts), args.max_tokens) if len(a[3]) >= 2]
+    recorded = [a for a in greedy_answers(eng, load_prompts(args.prompts), args.max_tokens) if len(a[3]) >= 2]
 
     tops = {(p["id"], turn): recycled_tops(prompt, answer, target_rows(m, prompt, answer))
             for p, turn, prompt, answer in recorded}  # what token recycling learns along each answer

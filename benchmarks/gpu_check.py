@@ -71,12 +71,14 @@ def environment() -> dict:
             "build": build_id(), "cpu_count": os.cpu_count()}
 
 
-def batch_report(model, sizes=BATCHES) -> dict:
+def batch_report(model, sizes=BATCHES, probe: list[int] | None = None, prefix: int = 2) -> dict:
     """Per batch size n: one batched pass over n tokens against n one-token passes, after the
-    same 2-token prefix (as ``Model.batch_invariant`` compares, but every size kept apart)."""
-    sizes = [n for n in sizes if n + 2 < model.n_ctx]
+    same 2-token prefix (as ``Model.batch_invariant`` compares, but every size kept apart), or after
+    ``probe[:prefix]``."""
+    sizes = [n for n in sizes if n + prefix < model.n_ctx]
     out = {}
-    for n, batch, single in model.batches_against_steps(model.exactness_probe(max(sizes)), sizes):
+    probe = probe or model.exactness_probe(max(sizes))
+    for n, batch, single in model.batches_against_steps(probe, sizes, prefix):
         diff = np.abs(batch.astype(np.float64) - single)
         out[str(n)] = {"identical": bool(np.array_equal(batch, single)), "max_abs_diff": float(diff.max()),
                        "rows_differing": int((diff.max(axis=1) > 0).sum()),
@@ -99,19 +101,7 @@ def deep_report(model, start=700, sizes=(2, 5, 9, 17)) -> dict:
     other attention products (the key matrix no longer counts as small)."""
     rng = np.random.default_rng(start)
     toks = [int(t) for t in rng.integers(0, model.n_vocab, start + max(sizes))]
-    model.reset()
-    try:
-        model.prefill(toks[:start])
-        single = np.concatenate([model.eval([t]) for t in toks[start:]])
-        out = {}
-        for n in sizes:
-            model.rollback(start)
-            batch = model.eval(toks[start : start + n])
-            out[str(n)] = {"identical": bool(np.array_equal(batch, single[:n])),
-                           "max_abs_diff": float(np.abs(batch.astype(np.float64) - single[:n]).max())}
-        return out
-    finally:
-        model.reset()
+    return batch_report(model, sizes, probe=toks, prefix=start)
 
 
 NS = tuple(range(1, 18))
@@ -191,6 +181,20 @@ def synthetic_file(size: str, vocab: Path, work: Path, res: dict | None = None) 
     return p
 
 
+def _exact_upto(sizes: dict) -> str:
+    """The longest pass up to which every size a report checked was exact ("no" if none was)."""
+    ok = 1
+    for n, v in sorted(sizes.items(), key=lambda kv: int(kv[0])):
+        if not v["identical"]:
+            break
+        ok = int(n)
+    return f"<= {ok}" if ok > 1 else "no"
+
+
+def _exact(r: dict) -> str:
+    return f"{_exact_upto(r['batches'])}, {_exact_upto(r['deep'])}"
+
+
 def ab(patched: dict, stock: dict, ns=(2, 3, 5, 9, 17)) -> str:
     """The patched build's curve beside stock's, per model, as markdown."""
     lines = [f"GPU: {patched['environment'].get('gpu')}; llama-cpp-python {patched['environment'].get('llama_cpp')}", "",
@@ -205,19 +209,9 @@ def ab(patched: dict, stock: dict, ns=(2, 3, 5, 9, 17)) -> str:
         if not s:
             continue
 
-        def exact(r):  # the longest pass up to which every size checked was exact, at the start and deep
-            def upto(sizes):
-                ok = 1
-                for n, v in sorted(sizes.items(), key=lambda kv: int(kv[0])):
-                    if not v["identical"]:
-                        break
-                    ok = int(n)
-                return f"<= {ok}" if ok > 1 else "no"
-            return f"{upto(r['batches'])}, {upto(r['deep'])}"
-
         pb, sb = p["block"], s["block"]
         worst = max(pb[str(n)] / sb[str(n)] for n in NS)
-        lines.append(f"| {label} | {exact(p)} / {exact(s)} | {pb['1'] * 1e3:.2f} / {sb['1'] * 1e3:.2f} ms "
+        lines.append(f"| {label} | {_exact(p)} / {_exact(s)} | {pb['1'] * 1e3:.2f} / {sb['1'] * 1e3:.2f} ms "
                      f"({sb['1'] / pb['1']:.3f}x speed) | "
                      + " | ".join(f"{pb[str(n)] / pb['1']:.2f} ({sb[str(n)] / sb['1']:.2f})" for n in ns)
                      + f" | {worst:.2f} |")

@@ -18,8 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common import target_rows, write_result  # noqa: E402 - also puts the project on sys.path
-from draft_replay import _answers  # noqa: E402
+from common import greedy_answers, target_rows, write_result  # noqa: E402 - also puts the project on sys.path
 
 from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
@@ -86,7 +85,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench-results/recycled_trees.json")
     args = ap.parse_args()
     eng = load_engine(args.model, n_ctx=4096)
-    recorded = [a for a in _answers(eng, load_prompts(args.prompts), args.max_tokens) if len(a[3]) >= 2]
+    recorded = [a for a in greedy_answers(eng, load_prompts(args.prompts), args.max_tokens) if len(a[3]) >= 2]
     tops = {(p["id"], turn): [(t, top_tokens(r, args.width))
                               for t, r in zip([prompt[-1]] + answer[:-1], target_rows(eng.target, prompt, answer))]
             for p, turn, prompt, answer in recorded}

@@ -29,15 +29,8 @@ def test_batches_equal_single_tokens_deep_in_the_context(smol, start):
     # threads (and tiles a batch's): the backend turns it off. Check verify-sized batches there.
     rng = np.random.default_rng(start)
     toks = [int(t) for t in rng.integers(0, smol.n_vocab, start + 9)]
-    smol.reset()
-    smol.prefill(toks[:start])
-    for b in (2, 3, 5, 9):
-        batched = smol.eval(toks[start : start + b])
-        smol.rollback(start)
-        single = np.concatenate([smol.eval([t]) for t in toks[start : start + b]])
-        smol.rollback(start)
+    for b, batched, single in smol.batches_against_steps(toks, (2, 3, 5, 9), prefix=start):
         assert np.array_equal(batched, single), f"batch of {b} at position {start}"
-    smol.reset()
 
 
 @pytest.mark.parametrize("n_embd,n_ff", [(72, 200), (64, 176)])
