@@ -87,6 +87,9 @@ def verdicts(native: dict | None, benches: dict[str, dict]) -> list[dict]:
                   PLAIN_VS_STOCK, _spread(tg, "build_"))
             note_row("SpecQuant's loop vs llama-bench, both on SpecQuant's build", tg["python_ratio_of_pairs"],
                      _spread(tg, "python_"))
+        if "loop_outside_share" in tg:  # the loop's own cost, apart from the machine's noise
+            note_row("SpecQuant's plain loop: share of decoding outside llama_decode",
+                     f"{tg['loop_outside_share']:.1%}", "median of the rounds; llama-bench's is near 0")
     for name, res in benches.items():
         n, floor = len(res["prompts"]), noise_floor(res)
         configs = {c: s for c, s in res["summary"].items() if not c.startswith("oracle")}

@@ -126,7 +126,7 @@ def test_plain_vs_stock_splits_into_the_build_and_the_loop_with_an_interval(monk
     lo, hi = interval(rounds)
     assert 0.90 <= lo < 0.97 < hi <= 1.06 and interval(rounds) == [lo, hi]  # seeded: the same rounds, the same
     tg = {**_ratios([96.0, 97.0, 95.0], [100.0] * 3), **_ratios([99.0, 101.0, 100.0], [100.0] * 3, "build_"),
-          **_ratios([96.0, 97.0, 95.0], [99.0, 101.0, 100.0], "python_")}
+          **_ratios([96.0, 97.0, 95.0], [99.0, 101.0, 100.0], "python_"), "loop_outside_share": 0.021}
     assert tg["ratio_of_pairs"] == 0.96 and tg["build_ratio_of_pairs"] == 1.0
     rows = {r["check"]: r for r in verdicts({"tg": tg}, {})}
     plain = rows["plain vs stock llama-bench tg (median of the rounds' ratios)"]
@@ -134,6 +134,7 @@ def test_plain_vs_stock_splits_into_the_build_and_the_loop_with_an_interval(monk
     assert rows["llama-bench on SpecQuant's build vs stock (its kernels, no Python)"]["ok"] is True
     loop = rows["SpecQuant's loop vs llama-bench, both on SpecQuant's build"]
     assert loop["ok"] is None and loop["value"] == 97 / 101  # the middle of 96/99, 97/101, 95/100
+    assert rows["SpecQuant's plain loop: share of decoding outside llama_decode"]["value"] == "2.1%"
 
 
 def test_the_never_slower_verdicts_read_a_real_bench_and_catch_each_miss(tiny_paths, monkeypatch):
