@@ -60,6 +60,26 @@ def user_calibration_untouched():
 
 
 @pytest.fixture(scope="session")
+def bench_script():
+    """``load(name)``: benchmarks/<name>.py as a module (the folder goes on the path: its scripts import
+    ``common`` and each other)."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+
+    def load(name: str):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def prepared():
     from specquant.models import prepare_all
 

@@ -1,28 +1,14 @@
 """benchmarks/cache_scaling.py: what a bigger answer cache gives suffix drafting along recorded answers."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("cache_scaling", ROOT / "benchmarks" / "cache_scaling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def _entry(name, qid, prompt, answer):
     tops = [(t, (n,)) for t, n in zip([prompt[-1]] + answer[:-1], answer)]  # the target's top token: the next
     return (name, qid, 1, prompt, answer, tops)
 
 
-def test_an_earlier_answer_to_another_question_is_copied_and_the_questions_own_never():
-    cs = _module()
+def test_an_earlier_answer_to_another_question_is_copied_and_the_questions_own_never(bench_script):
+    cs = bench_script("cache_scaling")
     answer = list(range(100, 140))
     mine = _entry("set", "a", [1, 2, 3], answer)
     other = _entry("set", "b", [7, 8, 9], [5, 6] + answer)  # another question whose answer held the same text
@@ -36,8 +22,8 @@ def test_an_earlier_answer_to_another_question_is_copied_and_the_questions_own_n
     assert cs.tokens_per_pass([mine], [_entry("more", "a", [7, 8, 9], [5, 6] + answer)], False)["passes"] < 14
 
 
-def test_recycled_candidates_learnt_along_the_pool_fill_the_gaps_copies_leave():
-    cs = _module()
+def test_recycled_candidates_learnt_along_the_pool_fill_the_gaps_copies_leave(bench_script):
+    cs = bench_script("cache_scaling")
     answer = [20, 21, 22, 23, 24, 25, 26]
     mine = _entry("set", "a", [1, 2], answer)
     # another answer with no two of these tokens in a row (nothing to copy), along which the target's top

@@ -1,22 +1,14 @@
 """benchmarks/gpu_check.py's report: the costs measured on an H100 through the real router."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "h100-2026-11-28"
 
 
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_report_of_the_h100_costs_routes_to_prompt_lookup():
-    text = _gpu_check().report([RESULTS / "synthetic.json", RESULTS / "synthetic-7b-rerun.json"])
+def test_report_of_the_h100_costs_routes_to_prompt_lookup(bench_script):
+    text = bench_script("gpu_check").report([RESULTS / "synthetic.json", RESULTS / "synthetic-7b-rerun.json"])
     assert "NVIDIA H100" in text and "batch-invariant: False" in text
     decisions = [line for line in text.splitlines() if "acceptance 0." in line]
     assert len(decisions) == 6  # 1.7B, 7B, 7B again; at 0.6 and 0.8
@@ -27,11 +19,11 @@ def test_report_of_the_h100_costs_routes_to_prompt_lookup():
             assert speedup < 1.0, line
 
 
-def test_the_h200_tables_say_which_route_is_exact_up_to_where():
+def test_the_h200_tables_say_which_route_is_exact_up_to_where(bench_script):
     import json
 
     h200 = ROOT / "benchmarks" / "results" / "h200-2026-12-04"
-    gc = _gpu_check()
+    gc = bench_script("gpu_check")
     stock = json.loads((h200 / "curve-synthetic-stock.json").read_text())
     ours = gc.ab(json.loads((h200 / "curve-synthetic-patched.json").read_text()), stock)
     mmvf = gc.ab(json.loads((h200 / "curve-synthetic-mmvf.json").read_text()), stock)
@@ -40,10 +32,10 @@ def test_the_h200_tables_say_which_route_is_exact_up_to_where():
     assert "(0.921x speed)" in ours and "(1.070x speed)" in mmvf
 
 
-def test_the_curve_times_every_length_in_both_patterns(tiny_paths, tmp_path):
+def test_the_curve_times_every_length_in_both_patterns(tiny_paths, tmp_path, bench_script):
     import json
 
-    gc = _gpu_check()
+    gc = bench_script("gpu_check")
     out = tmp_path / "curve.json"
     res = gc.curve({"tiny": tiny_paths["F16"]}, lambda r: out.write_text(json.dumps(r)), n_ctx=1024)
     m = res["models"]["tiny"]
