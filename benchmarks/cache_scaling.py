@@ -88,18 +88,16 @@ def main() -> int:
             if name != measured_name:
                 pool += got[name]
                 pools.append((f"{pools[-1][0]} + {name}", list(pool)))
-        lookup = tokens_per_pass(measured, [], False)["tokens_per_pass"]
+        rows = [{"cache": label, "pool_answers": len(pool),
+                 "copies": tokens_per_pass(measured, pool, False)["tokens_per_pass"],
+                 "copies_recycled": tokens_per_pass(measured, pool, True)["tokens_per_pass"]} for label, pool in pools]
+        lookup = rows[0]["copies"]  # no cache: the context's copies alone, prompt lookup's
         print(f"{measured_name}: {len(measured)} answers; tokens per target pass at k = {K}, copies / copies + "
               f"recycled (prompt lookup: {lookup:.2f})", flush=True)
-        rows = []
-        for label, pool in pools:
-            copies = tokens_per_pass(measured, pool, False)
-            both = tokens_per_pass(measured, pool, True)
-            rows.append({"cache": label, "pool_answers": len(pool), "copies": copies["tokens_per_pass"],
-                         "copies_recycled": both["tokens_per_pass"]})
-            print(f"  cache {label} (of {len(pool)} answers): {copies['tokens_per_pass']:.2f} "
-                  f"({copies['tokens_per_pass'] / lookup:.2f}x lookup) / {both['tokens_per_pass']:.2f} "
-                  f"({both['tokens_per_pass'] / lookup:.2f}x)", flush=True)
+        for r in rows:
+            print(f"  cache {r['cache']} (of {r['pool_answers']} answers): {r['copies']:.2f} "
+                  f"({r['copies'] / lookup:.2f}x lookup) / {r['copies_recycled']:.2f} "
+                  f"({r['copies_recycled'] / lookup:.2f}x)", flush=True)
         results[measured_name] = {"answers": len(measured), "lookup_tokens_per_pass": lookup, "rows": rows}
     write_result({"model": args.model, "max_tokens": args.max_tokens, "k": K, "sets": args.sets,
                   "results": results}, args.out)
