@@ -8,20 +8,30 @@ every proposal verified) the engine's source with the cache filled from:
 
 * ``none``: the context only (prompt lookup's copies);
 * ``set``: every other question of the set (never the question's own, nor its other turns);
-* ``set + FILE``: that, plus every answer to each further prompt set named, in order.
+* ``set + FILE``: that, plus every answer to each further prompt set named, in order;
+* ``... + FILE`` for each ``--fill`` set: answers that only fill the cache, never measured (a corpus of the
+  target's answers to other requests, as a page that served many visitors would hold).
+
+``oracle``: the ceiling of any copy from the same matches: at each point the longest continuation, of any
+occurrence of any match (2..MAX_MATCH tokens, in the context or the cache), that the answer goes on with,
+chosen knowing the answer. No source that copies after a match can keep more tokens per pass.
 
 With ``+recycled`` the recycling table is learnt along the same answers as well, as the engine's judged runs
 use it. The first set named is the one measured, the others only fill the cache; ``--each`` measures every
 set named in turn, the others filling its cache.
 
-    python benchmarks/cache_scaling.py SET [MORE_SETS ...] [--each] [--max-tokens 96] [--out bench-results/cache_scaling.json]
+    python benchmarks/cache_scaling.py SET [MORE_SETS ...] [--each] [--fill SET ...] [--cache-tokens N]
+        [--answers FILE] [--max-tokens 96] [--out bench-results/cache_scaling.json]
 
 SET: a prompt set file (``bundled``: the bundled set); Spec-Bench's .jsonl too.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
+from pathlib import Path
 
 from common import greedy_answers, recycled_tops, target_rows, write_result  # noqa: E402 - also puts the project on sys.path
 from draft_replay import replay  # noqa: E402
@@ -29,7 +39,7 @@ from draft_replay import replay  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.sampling import Sampler  # noqa: E402
-from specquant.suffix import AnswerCache, SuffixDraft  # noqa: E402
+from specquant.suffix import CACHE_TOKENS, MAX_MATCH, MIN_MATCH, PROMPT_TAIL, AnswerCache, SuffixDraft, _Index  # noqa: E402
 
 K = 4
 
@@ -44,12 +54,13 @@ def answers(eng, name: str, max_tokens: int) -> list[tuple]:
     return out
 
 
-def tokens_per_pass(measured: list[tuple], pool: list[tuple], recycled: bool) -> dict:
+def tokens_per_pass(measured: list[tuple], pool: list[tuple], recycled: bool,
+                    cache_tokens: int = CACHE_TOKENS) -> dict:
     """Replays each of ``measured`` with a cache (and, if ``recycled``, a table) of the ``pool``'s answers
-    other than its own question's."""
+    other than its own question's, in a cache bounded to ``cache_tokens``."""
     passes = tokens = 0
     for name, qid, _, prompt, answer, tops in measured:
-        cache = AnswerCache()
+        cache = AnswerCache(cache_tokens)
         learnt = []
         for q_name, q_id, _, q_prompt, q_answer, q_tops in pool:
             if (q_name, q_id) != (name, qid):
@@ -69,37 +80,113 @@ def tokens_per_pass(measured: list[tuple], pool: list[tuple], recycled: bool) ->
     return {"tokens_per_pass": tokens / passes, "passes": passes, "tokens": tokens}
 
 
+def oracle_tokens_per_pass(measured: list[tuple], pool: list[tuple]) -> dict:
+    """Replays each of ``measured`` with the best copy any occurrence of any match could give (the
+    ``pool``'s answers other than its own question's, unbounded, and the context), chosen knowing the
+    answer: the ceiling of copying after a match."""
+    passes = tokens = 0
+    for name, qid, _, prompt, answer, _tops in measured:
+        cached = _Index()
+        for q_name, q_id, _, q_prompt, q_answer, _t in pool:
+            if (q_name, q_id) != (name, qid):
+                doc = list(q_prompt[-PROMPT_TAIL:]) + list(q_answer)
+                cached.add(doc, 1, len(doc), doc)
+        full, in_context, done = list(prompt) + list(answer), _Index(), [1]
+
+        def propose(context, k, full=full, in_context=in_context, done=done, cached=cached, n_prompt=len(prompt)):
+            at = len(context)  # the context is full[:at]: index the n-grams it can now continue
+            in_context.add(full, done[0], at, full)
+            done[0] = at
+            truth, best = full[at:at + k], 0
+            for n in range(MIN_MATCH, min(MAX_MATCH, at) + 1):
+                gram = tuple(full[at - n:at])
+                for index, limit in ((in_context, at), (cached, None)):
+                    for seq, e in index.ends[n].get(gram, ()):
+                        cont = seq[e:min(e + k, limit or len(seq))]
+                        a = 0
+                        while a < len(cont) and a < len(truth) and cont[a] == truth[a]:
+                            a += 1
+                        best = max(best, a)
+            return truth[:best]
+
+        r = replay(propose, prompt, answer, K)
+        passes += r["passes"]
+        tokens += r["tokens"]
+    return {"tokens_per_pass": tokens / passes, "passes": passes, "tokens": tokens}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sets", nargs="+", help="the set measured, then sets whose answers fill the cache too")
     ap.add_argument("--each", action="store_true", help="measure every set named, the others filling the cache")
+    ap.add_argument("--fill", nargs="+", default=[], metavar="SET",
+                    help="sets whose answers only fill the cache, after the others; never measured")
+    ap.add_argument("--fill-steps", type=int, default=1, metavar="N",
+                    help="add each --fill set's answers in N equal parts, measuring after each")
+    ap.add_argument("--cache-tokens", type=int, default=CACHE_TOKENS,
+                    help=f"the cache's bound in tokens (the engine's: {CACHE_TOKENS}); oldest answers go first")
+    ap.add_argument("--answers", metavar="FILE", help="keep the greedy answers here, and reuse them if there "
+                    "(they depend on the model, --max-tokens and the sets only)")
     ap.add_argument("--model", default="demo")
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--out", default="bench-results/cache_scaling.json")
     args = ap.parse_args()
     eng = load_engine(args.model, n_ctx=4096)
-    got = {name: answers(eng, name, args.max_tokens) for name in dict.fromkeys(args.sets)}
+    kept = json.loads(Path(args.answers).read_text()) if args.answers and Path(args.answers).exists() else {}
+    key = f"{args.model} {args.max_tokens}"
+    got = {}
+    for name in dict.fromkeys(args.sets + args.fill):
+        if name in kept.get(key, {}):
+            got[name] = [(*a[:5], [(t, tuple(top)) for t, top in a[5]]) for a in kept[key][name]]
+        else:
+            got[name] = answers(eng, name, args.max_tokens)
+    if args.answers:
+        kept.setdefault(key, {}).update(got)
+        Path(args.answers).write_text(json.dumps(kept))
+    measurable = [name for name in got if name not in args.fill]
     results = {}
-    for measured_name in (list(got) if args.each else list(got)[:1]):
+    for measured_name in (measurable if args.each else measurable[:1]):
         measured = got[measured_name]
         pools, pool = [("none", [])], list(measured)
         pools.append(("set", list(pool)))
         for name in got:
             if name != measured_name:
-                pool += got[name]
-                pools.append((f"{pools[-1][0]} + {name}", list(pool)))
+                steps, base, n = (args.fill_steps if name in args.fill else 1), pools[-1][0], len(got[name])
+                for i in range(1, steps + 1):  # in parts: the first i * n / steps answers
+                    pool += got[name][(i - 1) * n // steps:i * n // steps]
+                    pools.append((f"{base} + {name}" + (f"[:{i * n // steps}]" if steps > 1 else ""), list(pool)))
         rows = [{"cache": label, "pool_answers": len(pool),
-                 "copies": tokens_per_pass(measured, pool, False)["tokens_per_pass"],
-                 "copies_recycled": tokens_per_pass(measured, pool, True)["tokens_per_pass"]} for label, pool in pools]
+                 "cache_tokens": args.cache_tokens,
+                 "copies": tokens_per_pass(measured, pool, False, args.cache_tokens)["tokens_per_pass"],
+                 "copies_recycled": tokens_per_pass(measured, pool, True, args.cache_tokens)["tokens_per_pass"],
+                 "oracle": oracle_tokens_per_pass(measured, pool)["tokens_per_pass"]}
+                for label, pool in pools]
+        later = [m for m in measured if m[2] > 1]  # conversations' later turns (after the earlier answers)
+        if later:
+            for r, (_, pool) in zip(rows, pools):
+                one = [(m[1], tokens_per_pass([m], pool, False, args.cache_tokens)["tokens_per_pass"],
+                        oracle_tokens_per_pass([m], pool)["tokens_per_pass"]) for m in later]
+                r["later_turns"] = {"answers": len(later),
+                                    "copies": tokens_per_pass(later, pool, False, args.cache_tokens)["tokens_per_pass"],
+                                    "oracle": oracle_tokens_per_pass(later, pool)["tokens_per_pass"],
+                                    "median_copies": statistics.median(c for _, c, _ in one),
+                                    "median_oracle": statistics.median(o for _, _, o in one),
+                                    "by_question": {str(q): {"copies": c, "oracle": o} for q, c, o in one}}
         lookup = rows[0]["copies"]  # no cache: the context's copies alone, prompt lookup's
         print(f"{measured_name}: {len(measured)} answers; tokens per target pass at k = {K}, copies / copies + "
-              f"recycled (prompt lookup: {lookup:.2f})", flush=True)
+              f"recycled / the copies' oracle (prompt lookup: {lookup:.2f})", flush=True)
         for r in rows:
             print(f"  cache {r['cache']} (of {r['pool_answers']} answers): {r['copies']:.2f} "
                   f"({r['copies'] / lookup:.2f}x lookup) / {r['copies_recycled']:.2f} "
-                  f"({r['copies_recycled'] / lookup:.2f}x)", flush=True)
+                  f"({r['copies_recycled'] / lookup:.2f}x) / {r['oracle']:.2f} ({r['oracle'] / lookup:.2f}x)", flush=True)
+            if "later_turns" in r:
+                lt = r["later_turns"]
+                print(f"    later turns ({lt['answers']}): copies {lt['copies']:.2f}, the copies' oracle "
+                      f"{lt['oracle']:.2f}; the median turn {lt['median_copies']:.2f} / {lt['median_oracle']:.2f}",
+                      flush=True)
         results[measured_name] = {"answers": len(measured), "lookup_tokens_per_pass": lookup, "rows": rows}
-    write_result({"model": args.model, "max_tokens": args.max_tokens, "k": K, "sets": args.sets,
+    write_result({"model": args.model, "max_tokens": args.max_tokens, "k": K, "sets": args.sets, "fill": args.fill,
+                  "cache_tokens": args.cache_tokens,
                   "results": results}, args.out)
     return 0
 

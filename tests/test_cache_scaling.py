@@ -35,3 +35,24 @@ def test_recycled_candidates_learnt_along_the_pool_fill_the_gaps_copies_leave(be
     both = cs.tokens_per_pass([mine], [mine, other], True)
     # 20 (nothing known before it), then [21 | candidate 22], [23 | 24], [25 | 26]: one candidate a pass
     assert both["tokens"] == len(answer) and both["passes"] == 4
+
+
+def test_the_oracle_copies_the_best_occurrence_and_never_the_future(bench_script):
+    cs = bench_script("cache_scaling")
+    # "0 5" occurs twice in the context: followed by 1 2 3 4 (earlier), and by 1 2 9 9 (the latest, which
+    # prompt lookup copies)
+    prompt = [0, 5, 1, 2, 3, 4, 0, 5, 1, 2, 9, 9, 0]
+    answer = [5, 1, 2, 3, 4, 7, 7]
+    mine = ("set", "a", 1, prompt, answer, [])
+    # lookup: [5], [1 2 kept of 1 2 9 9, then 3], [4 kept of 4 0, then 7], [7]
+    assert cs.tokens_per_pass([mine], [], False)["passes"] == 4
+    # the oracle copies the earlier occurrence: [5], [1 2 3 4 kept, then 7], [7]
+    assert cs.oracle_tokens_per_pass([mine], [])["passes"] == 3
+    # an answer that repeats a token copies only what is written: [4], [4], [4], [4 kept, 4], [4]; reading
+    # the answer's own future would keep 4 at the fourth pass
+    assert cs.oracle_tokens_per_pass([("set", "b", 1, [9], [4] * 6, [])], [])["passes"] == 5
+    # an earlier answer to another question in the pool, and the question's own never
+    other = ("set", "c", 1, [8], [3, 7, 7, 7, 7, 7], [])
+    alone = ("set", "d", 1, [6], [2, 3, 7, 7, 7, 7], [])
+    assert cs.oracle_tokens_per_pass([alone], [alone])["passes"] == 6
+    assert cs.oracle_tokens_per_pass([alone], [other])["passes"] < 6
