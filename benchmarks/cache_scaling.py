@@ -39,7 +39,7 @@ from draft_replay import replay  # noqa: E402
 from specquant.engine import load_engine  # noqa: E402
 from specquant.prompts import load_prompts  # noqa: E402
 from specquant.sampling import Sampler  # noqa: E402
-from specquant.suffix import CACHE_TOKENS, MAX_MATCH, MIN_MATCH, PROMPT_TAIL, AnswerCache, SuffixDraft, _Index  # noqa: E402
+from specquant.suffix import CACHE_TOKENS, MAX_MATCH, MIN_MATCH, AnswerCache, SuffixDraft, _Index  # noqa: E402
 
 K = 4
 
@@ -54,46 +54,54 @@ def answers(eng, name: str, max_tokens: int) -> list[tuple]:
     return out
 
 
+def _others(pool: list[tuple], name: str, qid, cache_tokens: int) -> tuple[AnswerCache, list]:
+    """A cache of the ``pool``'s answers other than question (``name``, ``qid``)'s, bounded to
+    ``cache_tokens``, and what the recycling table learnt along them."""
+    cache, learnt = AnswerCache(cache_tokens), []
+    for q_name, q_id, _, q_prompt, q_answer, q_tops in pool:
+        if (q_name, q_id) != (name, qid):
+            cache.add(q_prompt, q_answer)
+            learnt += q_tops
+    return cache, learnt
+
+
+def _summed(replays) -> dict:
+    """Tokens per pass over several replays (each a dict with ``passes`` and ``tokens``)."""
+    passes = tokens = 0
+    for r in replays:
+        passes += r["passes"]
+        tokens += r["tokens"]
+    return {"tokens_per_pass": tokens / passes, "passes": passes, "tokens": tokens}
+
+
 def tokens_per_pass(measured: list[tuple], pool: list[tuple], recycled: bool,
                     cache_tokens: int = CACHE_TOKENS) -> dict:
     """Replays each of ``measured`` with a cache (and, if ``recycled``, a table) of the ``pool``'s answers
     other than its own question's, in a cache bounded to ``cache_tokens``."""
-    passes = tokens = 0
-    for name, qid, _, prompt, answer, tops in measured:
-        cache = AnswerCache(cache_tokens)
-        learnt = []
-        for q_name, q_id, _, q_prompt, q_answer, q_tops in pool:
-            if (q_name, q_id) != (name, qid):
-                cache.add(q_prompt, q_answer)
-                learnt += q_tops
+    def one(name, qid, prompt, answer, tops):
+        cache, learnt = _others(pool, name, qid, cache_tokens)
         src = SuffixDraft(cache if pool else None)
         if recycled:
             src.recycle = True
             if src.cache is not None:
                 src.cache.recycled.update(learnt)
         # the table learns the rows each pass verified
-        learn = (lambda i0, i1, src=src, tops=tops: src.recycled.update(tops[i0:i1])) if recycled else None
+        learn = (lambda i0, i1: src.recycled.update(tops[i0:i1])) if recycled else None
         src.begin(prompt, Sampler())
-        r = replay(src.propose, prompt, answer, K, learn, src.accepted_tree if recycled else None)
-        passes += r["passes"]
-        tokens += r["tokens"]
-    return {"tokens_per_pass": tokens / passes, "passes": passes, "tokens": tokens}
+        return replay(src.propose, prompt, answer, K, learn, src.accepted_tree if recycled else None)
+
+    return _summed(one(name, qid, prompt, answer, tops) for name, qid, _, prompt, answer, tops in measured)
 
 
 def oracle_tokens_per_pass(measured: list[tuple], pool: list[tuple]) -> dict:
     """Replays each of ``measured`` with the best copy any occurrence of any match could give (the
     ``pool``'s answers other than its own question's, unbounded, and the context), chosen knowing the
     answer: the ceiling of copying after a match."""
-    passes = tokens = 0
-    for name, qid, _, prompt, answer, _tops in measured:
-        cached = _Index()
-        for q_name, q_id, _, q_prompt, q_answer, _t in pool:
-            if (q_name, q_id) != (name, qid):
-                doc = list(q_prompt[-PROMPT_TAIL:]) + list(q_answer)
-                cached.add(doc, 1, len(doc), doc)
+    def one(name, qid, prompt, answer):
+        cached = _others(pool, name, qid, sys.maxsize)[0]._index  # nothing dropped: every entry is live
         full, in_context, done = list(prompt) + list(answer), _Index(), [1]
 
-        def propose(context, k, full=full, in_context=in_context, done=done, cached=cached, n_prompt=len(prompt)):
+        def propose(context, k):
             at = len(context)  # the context is full[:at]: index the n-grams it can now continue
             in_context.add(full, done[0], at, full)
             done[0] = at
@@ -109,10 +117,9 @@ def oracle_tokens_per_pass(measured: list[tuple], pool: list[tuple]) -> dict:
                         best = max(best, a)
             return truth[:best]
 
-        r = replay(propose, prompt, answer, K)
-        passes += r["passes"]
-        tokens += r["tokens"]
-    return {"tokens_per_pass": tokens / passes, "passes": passes, "tokens": tokens}
+        return replay(propose, prompt, answer, K)
+
+    return _summed(one(name, qid, prompt, answer) for name, qid, _, prompt, answer, _tops in measured)
 
 
 def main() -> int:
@@ -164,21 +171,24 @@ def main() -> int:
         later = [m for m in measured if m[2] > 1]  # conversations' later turns (after the earlier answers)
         if later:
             for r, (_, pool) in zip(rows, pools):
-                one = [(m[1], tokens_per_pass([m], pool, False, args.cache_tokens)["tokens_per_pass"],
-                        oracle_tokens_per_pass([m], pool)["tokens_per_pass"]) for m in later]
+                one = {str(m[1]) + (f" turn {m[2]}" if m[2] > 2 else ""):
+                       (tokens_per_pass([m], pool, False, args.cache_tokens), oracle_tokens_per_pass([m], pool))
+                       for m in later}
                 r["later_turns"] = {"answers": len(later),
-                                    "copies": tokens_per_pass(later, pool, False, args.cache_tokens)["tokens_per_pass"],
-                                    "oracle": oracle_tokens_per_pass(later, pool)["tokens_per_pass"],
-                                    "median_copies": statistics.median(c for _, c, _ in one),
-                                    "median_oracle": statistics.median(o for _, _, o in one),
-                                    "by_question": {str(q): {"copies": c, "oracle": o} for q, c, o in one}}
+                                    "copies": _summed(c for c, _ in one.values())["tokens_per_pass"],
+                                    "oracle": _summed(o for _, o in one.values())["tokens_per_pass"],
+                                    "median_copies": statistics.median(c["tokens_per_pass"] for c, _ in one.values()),
+                                    "median_oracle": statistics.median(o["tokens_per_pass"] for _, o in one.values()),
+                                    "by_question": {q: {"copies": c["tokens_per_pass"], "oracle": o["tokens_per_pass"]}
+                                                    for q, (c, o) in one.items()}}
         lookup = rows[0]["copies"]  # no cache: the context's copies alone, prompt lookup's
         print(f"{measured_name}: {len(measured)} answers; tokens per target pass at k = {K}, copies / copies + "
               f"recycled / the copies' oracle (prompt lookup: {lookup:.2f})", flush=True)
         for r in rows:
             print(f"  cache {r['cache']} (of {r['pool_answers']} answers): {r['copies']:.2f} "
                   f"({r['copies'] / lookup:.2f}x lookup) / {r['copies_recycled']:.2f} "
-                  f"({r['copies_recycled'] / lookup:.2f}x) / {r['oracle']:.2f} ({r['oracle'] / lookup:.2f}x)", flush=True)
+                  f"({r['copies_recycled'] / lookup:.2f}x) / {r['oracle']:.2f} ({r['oracle'] / lookup:.2f}x)",
+                  flush=True)
             if "later_turns" in r:
                 lt = r["later_turns"]
                 print(f"    later turns ({lt['answers']}): copies {lt['copies']:.2f}, the copies' oracle "
