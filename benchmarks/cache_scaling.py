@@ -74,10 +74,9 @@ def _summed(replays) -> dict:
     return {"tokens_per_pass": tokens / passes, "passes": passes, "tokens": tokens}
 
 
-def tokens_per_pass(measured: list[tuple], pool: list[tuple], recycled: bool,
-                    cache_tokens: int = CACHE_TOKENS) -> dict:
-    """Replays each of ``measured`` with a cache (and, if ``recycled``, a table) of the ``pool``'s answers
-    other than its own question's, in a cache bounded to ``cache_tokens``."""
+def replays(measured: list[tuple], pool: list[tuple], recycled: bool, cache_tokens: int = CACHE_TOKENS) -> list[dict]:
+    """One replay for each of ``measured``, with a cache (and, if ``recycled``, a table) of the ``pool``'s
+    answers other than its own question's, in a cache bounded to ``cache_tokens``."""
     def one(name, qid, prompt, answer, tops):
         cache, learnt = _others(pool, name, qid, cache_tokens)
         src = SuffixDraft(cache if pool else None)
@@ -90,11 +89,17 @@ def tokens_per_pass(measured: list[tuple], pool: list[tuple], recycled: bool,
         src.begin(prompt, Sampler())
         return replay(src.propose, prompt, answer, K, learn, src.accepted_tree if recycled else None)
 
-    return _summed(one(name, qid, prompt, answer, tops) for name, qid, _, prompt, answer, tops in measured)
+    return [one(name, qid, prompt, answer, tops) for name, qid, _, prompt, answer, tops in measured]
 
 
-def oracle_tokens_per_pass(measured: list[tuple], pool: list[tuple]) -> dict:
-    """Replays each of ``measured`` with the best copy any occurrence of any match could give (the
+def tokens_per_pass(measured: list[tuple], pool: list[tuple], recycled: bool,
+                    cache_tokens: int = CACHE_TOKENS) -> dict:
+    """``replays`` summed over ``measured``."""
+    return _summed(replays(measured, pool, recycled, cache_tokens))
+
+
+def oracle_replays(measured: list[tuple], pool: list[tuple]) -> list[dict]:
+    """One replay for each of ``measured`` with the best copy any occurrence of any match could give (the
     ``pool``'s answers other than its own question's, unbounded, and the context), chosen knowing the
     answer: the ceiling of copying after a match."""
     def one(name, qid, prompt, answer):
@@ -119,7 +124,33 @@ def oracle_tokens_per_pass(measured: list[tuple], pool: list[tuple]) -> dict:
 
         return replay(propose, prompt, answer, K)
 
-    return _summed(one(name, qid, prompt, answer) for name, qid, _, prompt, answer, _tops in measured)
+    return [one(name, qid, prompt, answer) for name, qid, _, prompt, answer, _tops in measured]
+
+
+def oracle_tokens_per_pass(measured: list[tuple], pool: list[tuple]) -> dict:
+    """``oracle_replays`` summed over ``measured``."""
+    return _summed(oracle_replays(measured, pool))
+
+
+def _row(measured: list[tuple], label: str, pool: list[tuple], cache_tokens: int) -> dict:
+    """A row of the table: tokens per pass over ``measured`` with this pool's cache; and, where ``measured``
+    holds conversations' later turns (after the earlier answers), theirs apart, from the same replays."""
+    copies, oracle = replays(measured, pool, False, cache_tokens), oracle_replays(measured, pool)
+    row = {"cache": label, "pool_answers": len(pool), "cache_tokens": cache_tokens,
+           "copies": _summed(copies)["tokens_per_pass"],
+           "copies_recycled": tokens_per_pass(measured, pool, True, cache_tokens)["tokens_per_pass"],
+           "oracle": _summed(oracle)["tokens_per_pass"]}
+    one = {str(m[1]) + (f" turn {m[2]}" if m[2] > 2 else ""): (_summed([c]), _summed([o]))
+           for m, c, o in zip(measured, copies, oracle) if m[2] > 1}
+    if one:
+        row["later_turns"] = {"answers": len(one),
+                              "copies": _summed(c for c, _ in one.values())["tokens_per_pass"],
+                              "oracle": _summed(o for _, o in one.values())["tokens_per_pass"],
+                              "median_copies": statistics.median(c["tokens_per_pass"] for c, _ in one.values()),
+                              "median_oracle": statistics.median(o["tokens_per_pass"] for _, o in one.values()),
+                              "by_question": {q: {"copies": c["tokens_per_pass"], "oracle": o["tokens_per_pass"]}
+                                              for q, (c, o) in one.items()}}
+    return row
 
 
 def main() -> int:
@@ -162,25 +193,7 @@ def main() -> int:
                 for i in range(1, steps + 1):  # in parts: the first i * n / steps answers
                     pool += got[name][(i - 1) * n // steps:i * n // steps]
                     pools.append((f"{base} + {name}" + (f"[:{i * n // steps}]" if steps > 1 else ""), list(pool)))
-        rows = [{"cache": label, "pool_answers": len(pool),
-                 "cache_tokens": args.cache_tokens,
-                 "copies": tokens_per_pass(measured, pool, False, args.cache_tokens)["tokens_per_pass"],
-                 "copies_recycled": tokens_per_pass(measured, pool, True, args.cache_tokens)["tokens_per_pass"],
-                 "oracle": oracle_tokens_per_pass(measured, pool)["tokens_per_pass"]}
-                for label, pool in pools]
-        later = [m for m in measured if m[2] > 1]  # conversations' later turns (after the earlier answers)
-        if later:
-            for r, (_, pool) in zip(rows, pools):
-                one = {str(m[1]) + (f" turn {m[2]}" if m[2] > 2 else ""):
-                       (tokens_per_pass([m], pool, False, args.cache_tokens), oracle_tokens_per_pass([m], pool))
-                       for m in later}
-                r["later_turns"] = {"answers": len(later),
-                                    "copies": _summed(c for c, _ in one.values())["tokens_per_pass"],
-                                    "oracle": _summed(o for _, o in one.values())["tokens_per_pass"],
-                                    "median_copies": statistics.median(c["tokens_per_pass"] for c, _ in one.values()),
-                                    "median_oracle": statistics.median(o["tokens_per_pass"] for _, o in one.values()),
-                                    "by_question": {q: {"copies": c["tokens_per_pass"], "oracle": o["tokens_per_pass"]}
-                                                    for q, (c, o) in one.items()}}
+        rows = [_row(measured, label, pool, args.cache_tokens) for label, pool in pools]
         lookup = rows[0]["copies"]  # no cache: the context's copies alone, prompt lookup's
         print(f"{measured_name}: {len(measured)} answers; tokens per target pass at k = {K}, copies / copies + "
               f"recycled / the copies' oracle (prompt lookup: {lookup:.2f})", flush=True)

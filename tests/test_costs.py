@@ -158,4 +158,3 @@ def test_runs_that_keep_beating_the_calibration_have_it_measured_again(tiny_path
     again = eng.costs("none")  # before the next run starts: measured again, not the busy one kept
     # (No timing is compared: on a shared machine the second measurement may be slower or faster.)
     assert len(measured) == 2 and again is measured[-1] and again.verify != busy.verify
-
